@@ -1,0 +1,549 @@
+//! Client subcommands of the `dkms` binary: thin wrappers over `dkms-client` that print
+//! the response `data` as pretty JSON on stdout. Errors go back to `main` as `anyhow`
+//! errors carrying the gateway's error code and message; the token is never printed.
+
+use std::io::ErrorKind;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use dkms_client::{Client, ClientError, KeyGenRequest, KeyInfo, KeyParams, SignInfo};
+use dkms_proto::ErrorCode;
+use serde::Serialize;
+
+/// Where the local all-in-one mode stores the admin API key, relative to the working
+/// directory.
+pub const DEFAULT_TOKEN_FILE: &str = "dkms-data/admin.token";
+
+// Connection options shared by every client subcommand. (A plain comment: a doc comment
+// here would become the `about` of whatever command flattens these args.)
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// Gateway URL
+    #[arg(
+        long,
+        env = "DKMS_URL",
+        default_value = "http://127.0.0.1:8889",
+        global = true
+    )]
+    pub url: String,
+    /// API token (falls back to reading ./dkms-data/admin.token if present)
+    #[arg(long, env = "DKMS_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Show whether the gateway is up and which nodes are connected (no token needed)
+    Health,
+    /// Nodes: `dkms pod create <tag>`, `dkms pod list`
+    Pod {
+        #[command(subcommand)]
+        cmd: PodCmd,
+    },
+    /// Keys: `dkms key gen --participants a,b,c --threshold 2 [--wait]`, `dkms key get <keyId>`
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+    /// `dkms sign <keyId> <digestHex> [--no-wait]` — request and (by default) wait; prints the signature JSON
+    Sign {
+        /// Key to sign with
+        key_id: String,
+        /// The 32-byte digest to sign, as 64 hex characters (optional 0x prefix)
+        digest_hex: String,
+        /// Print the signing instance id at once instead of waiting for the signature
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the signature
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Idempotency-Key header: a repeat within 24 h returns the first instance id
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// `dkms wait key <id>` / `dkms wait sign <instanceId>` [--timeout 60]
+    Wait {
+        #[command(subcommand)]
+        cmd: WaitCmd,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum PodCmd {
+    /// Register a node under a unique tag (1–64 chars of [A-Za-z0-9_-])
+    Create {
+        /// The node's tag
+        tag: String,
+        /// Idempotency-Key header
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// List the registered nodes
+    List,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Start a distributed key generation; prints the key id (or, with --wait, the key)
+    Gen(KeyGenArgs),
+    /// Show a key and the status of its generation
+    Get {
+        /// The key id
+        key_id: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KeyGenArgs {
+    /// Node tags that will each hold a share, comma-separated
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub participants: Vec<String>,
+    /// Shares needed to sign (t)
+    #[arg(long)]
+    pub threshold: i64,
+    /// Key type
+    #[arg(long = "type", default_value = "ECDSA_K1")]
+    pub key_type: String,
+    /// Key length, accepted for compatibility (256 or 512 for ECDSA_K1)
+    #[arg(long)]
+    pub length: Option<i64>,
+    /// Shares made (n); defaults to the number of participants
+    #[arg(long)]
+    pub total_shares: Option<i64>,
+    /// Wait for the generation to finish and print the key
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds to wait with --wait
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Idempotency-Key header: a repeat within 24 h returns the first key id
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum WaitCmd {
+    /// Wait until a key generation is FINISHED, FAILED or REJECTED; prints the key
+    Key {
+        /// The key id
+        key_id: String,
+        /// Seconds to wait
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Wait until a signing is FINISHED, FAILED or REJECTED; prints the signature
+    Sign {
+        /// The signing instance id
+        instance_id: String,
+        /// Seconds to wait
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+}
+
+/// Runs one client subcommand against the gateway at `args.url`.
+pub async fn run(args: &ClientArgs, cmd: ClientCommand) -> Result<()> {
+    let token = resolve_token(args.token.as_deref(), Path::new(DEFAULT_TOKEN_FILE))?;
+    let client = Client::new(&args.url, token.as_deref().unwrap_or(""))
+        .with_context(|| format!("cannot use gateway URL {:?}", args.url))?;
+    let had_token = token.is_some();
+    run_with(&client, cmd)
+        .await
+        .map_err(|e| add_token_hint(e, had_token))
+}
+
+async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
+    match cmd {
+        ClientCommand::Health => print_json(&client.health().await?),
+        ClientCommand::Pod { cmd } => match cmd {
+            PodCmd::Create {
+                tag,
+                idempotency_key,
+            } => {
+                let tag = match idempotency_key {
+                    Some(k) => client.create_pod_idempotent(&tag, &k).await?,
+                    None => client.create_pod(&tag).await?,
+                };
+                print_json(&tag)
+            }
+            PodCmd::List => print_json(&client.list_pods().await?),
+        },
+        ClientCommand::Key { cmd } => match cmd {
+            KeyCmd::Gen(gen_args) => {
+                let req = keygen_request(&gen_args);
+                let key_id = match &gen_args.idempotency_key {
+                    Some(k) => client.generate_key_idempotent(&req, k).await?,
+                    None => client.generate_key(&req).await?,
+                };
+                if gen_args.wait {
+                    wait_key(client, &key_id, gen_args.timeout).await
+                } else {
+                    print_json(&serde_json::json!({ "keyId": key_id }))
+                }
+            }
+            KeyCmd::Get { key_id } => print_json(&client.get_key(&key_id).await?),
+        },
+        ClientCommand::Sign {
+            key_id,
+            digest_hex,
+            no_wait,
+            timeout,
+            idempotency_key,
+        } => {
+            let instance_id = match &idempotency_key {
+                Some(k) => {
+                    client
+                        .request_sign_idempotent(&key_id, &digest_hex, k)
+                        .await?
+                }
+                None => client.request_sign(&key_id, &digest_hex).await?,
+            };
+            if no_wait {
+                print_json(&serde_json::json!({ "instanceId": instance_id }))
+            } else {
+                wait_sign(client, &instance_id, timeout).await
+            }
+        }
+        ClientCommand::Wait { cmd } => match cmd {
+            WaitCmd::Key { key_id, timeout } => wait_key(client, &key_id, timeout).await,
+            WaitCmd::Sign {
+                instance_id,
+                timeout,
+            } => wait_sign(client, &instance_id, timeout).await,
+        },
+    }
+}
+
+/// Waits for a key, prints it, and fails unless it FINISHED.
+async fn wait_key(client: &Client, key_id: &str, timeout_secs: u64) -> Result<()> {
+    let info: KeyInfo = client
+        .wait_key(key_id, Duration::from_secs(timeout_secs))
+        .await
+        .map_err(|e| timeout_hint(e, timeout_secs, "key", key_id))?;
+    print_json(&info)?;
+    check_finished(
+        "key generation",
+        &info.status,
+        info.error_code.as_deref(),
+        info.error_message.as_deref(),
+    )
+}
+
+/// Waits for a signing, prints it, and fails unless it FINISHED.
+async fn wait_sign(client: &Client, instance_id: &str, timeout_secs: u64) -> Result<()> {
+    let info: SignInfo = client
+        .wait_sign(instance_id, Duration::from_secs(timeout_secs))
+        .await
+        .map_err(|e| timeout_hint(e, timeout_secs, "sign", instance_id))?;
+    print_json(&info)?;
+    check_finished(
+        "signing",
+        &info.status,
+        info.error_code.as_deref(),
+        info.error_message.as_deref(),
+    )
+}
+
+fn check_finished(
+    what: &str,
+    status: &str,
+    code: Option<&str>,
+    message: Option<&str>,
+) -> Result<()> {
+    if status == "FINISHED" {
+        return Ok(());
+    }
+    let code = code.unwrap_or(status);
+    let message = message.unwrap_or("no reason given");
+    bail!("{what} ended with status {status}: {code}: {message}")
+}
+
+fn keygen_request(args: &KeyGenArgs) -> KeyGenRequest {
+    let participants: Vec<String> = args
+        .participants
+        .iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let total_shares = args
+        .total_shares
+        .unwrap_or_else(|| i64::try_from(participants.len()).unwrap_or(i64::MAX));
+    KeyGenRequest {
+        key_params: KeyParams {
+            key_type: args.key_type.clone(),
+            length: args.length,
+        },
+        service_participants: participants,
+        threshold: args.threshold,
+        total_shares,
+    }
+}
+
+/// The token from `--token`/`DKMS_TOKEN`, else the contents of `file` if it exists.
+fn resolve_token(explicit: Option<&str>, file: &Path) -> Result<Option<String>> {
+    if let Some(t) = explicit {
+        let t = t.trim();
+        return Ok((!t.is_empty()).then(|| t.to_owned()));
+    }
+    match std::fs::read_to_string(file) {
+        Ok(s) => {
+            let t = s.trim();
+            Ok((!t.is_empty()).then(|| t.to_owned()))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read the token file {}", file.display())),
+    }
+}
+
+fn add_token_hint(err: anyhow::Error, had_token: bool) -> anyhow::Error {
+    let unauthenticated = err
+        .downcast_ref::<ClientError>()
+        .and_then(ClientError::error_code)
+        == Some(ErrorCode::Unauthenticated);
+    if unauthenticated && !had_token {
+        err.context(format!(
+            "no API token given: pass --token, set DKMS_TOKEN, or run from the directory that \
+             holds {DEFAULT_TOKEN_FILE}"
+        ))
+    } else {
+        err
+    }
+}
+
+fn timeout_hint(err: ClientError, timeout_secs: u64, kind: &str, id: &str) -> anyhow::Error {
+    match err {
+        ClientError::Timeout => anyhow!(
+            "TIMEOUT: {kind} {id} did not reach a terminal status within {timeout_secs}s; \
+             check again with `dkms wait {kind} {id}`"
+        ),
+        other => other.into(),
+    }
+}
+
+fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).context("cannot format the response")?;
+    println!("{text}");
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser, Debug)]
+    struct TestCli {
+        #[command(flatten)]
+        args: ClientArgs,
+        #[command(subcommand)]
+        cmd: ClientCommand,
+    }
+
+    fn parse(argv: &[&str]) -> TestCli {
+        TestCli::try_parse_from(std::iter::once("dkms").chain(argv.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn command_definition_is_valid() {
+        TestCli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_gen_defaults() {
+        let cli = parse(&["key", "gen", "--participants", "a,b, c", "--threshold", "2"]);
+        let ClientCommand::Key {
+            cmd: KeyCmd::Gen(args),
+        } = cli.cmd
+        else {
+            panic!("{:?}", cli.cmd)
+        };
+        assert!(!args.wait);
+        assert_eq!(args.timeout, 60);
+        let req = keygen_request(&args);
+        assert_eq!(req.key_params.key_type, "ECDSA_K1");
+        assert_eq!(req.key_params.length, None);
+        assert_eq!(req.service_participants, vec!["a", "b", "c"]);
+        assert_eq!(req.threshold, 2);
+        assert_eq!(req.total_shares, 3);
+    }
+
+    #[test]
+    fn key_gen_options() {
+        let cli = parse(&[
+            "--url",
+            "http://gw:1",
+            "key",
+            "gen",
+            "--participants",
+            "a",
+            "--participants",
+            "b",
+            "--threshold",
+            "2",
+            "--total-shares",
+            "5",
+            "--type",
+            "ECDSA_R1",
+            "--length",
+            "256",
+            "--wait",
+            "--timeout",
+            "5",
+            "--idempotency-key",
+            "k1",
+        ]);
+        assert_eq!(cli.args.url, "http://gw:1");
+        let ClientCommand::Key {
+            cmd: KeyCmd::Gen(args),
+        } = cli.cmd
+        else {
+            panic!("{:?}", cli.cmd)
+        };
+        assert!(args.wait);
+        assert_eq!(args.timeout, 5);
+        assert_eq!(args.idempotency_key.as_deref(), Some("k1"));
+        let req = keygen_request(&args);
+        assert_eq!(req.service_participants, vec!["a", "b"]);
+        assert_eq!(req.total_shares, 5);
+        assert_eq!(req.key_params.key_type, "ECDSA_R1");
+        assert_eq!(req.key_params.length, Some(256));
+    }
+
+    #[test]
+    fn key_gen_needs_participants_and_threshold() {
+        assert!(TestCli::try_parse_from(["dkms", "key", "gen", "--threshold", "2"]).is_err());
+        assert!(TestCli::try_parse_from(["dkms", "key", "gen", "--participants", "a,b"]).is_err());
+    }
+
+    #[test]
+    fn sign_and_wait_parse() {
+        let cli = parse(&["sign", "k1", "abcd", "--no-wait", "--token", "t"]);
+        assert_eq!(cli.args.token.as_deref(), Some("t"));
+        match cli.cmd {
+            ClientCommand::Sign {
+                key_id,
+                digest_hex,
+                no_wait,
+                timeout,
+                idempotency_key,
+            } => {
+                assert_eq!(key_id, "k1");
+                assert_eq!(digest_hex, "abcd");
+                assert!(no_wait);
+                assert_eq!(timeout, 60);
+                assert_eq!(idempotency_key, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["wait", "sign", "i1", "--timeout", "7"]).cmd {
+            ClientCommand::Wait {
+                cmd:
+                    WaitCmd::Sign {
+                        instance_id,
+                        timeout,
+                    },
+            } => {
+                assert_eq!(instance_id, "i1");
+                assert_eq!(timeout, 7);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["wait", "key", "k"]).cmd,
+            ClientCommand::Wait {
+                cmd: WaitCmd::Key { timeout: 60, .. }
+            }
+        ));
+        assert!(matches!(
+            parse(&["pod", "create", "n1"]).cmd,
+            ClientCommand::Pod {
+                cmd: PodCmd::Create { .. }
+            }
+        ));
+        assert!(matches!(
+            parse(&["pod", "list"]).cmd,
+            ClientCommand::Pod { cmd: PodCmd::List }
+        ));
+        assert!(matches!(
+            parse(&["key", "get", "k"]).cmd,
+            ClientCommand::Key {
+                cmd: KeyCmd::Get { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn help_does_not_show_the_token() {
+        let cmd = TestCli::command();
+        let token = cmd.get_arguments().find(|a| a.get_id() == "token").unwrap();
+        assert!(token.is_hide_env_values_set());
+        assert!(token.is_global_set());
+        let help = TestCli::command().render_long_help().to_string();
+        assert!(help.contains("DKMS_TOKEN"), "{help}");
+        assert!(help.contains("DKMS_URL"), "{help}");
+    }
+
+    #[test]
+    fn token_resolution() {
+        let dir = std::env::temp_dir().join(format!("dkms-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("admin.token");
+        let missing = dir.join("missing.token");
+
+        assert_eq!(
+            resolve_token(Some(" tok "), &missing).unwrap().as_deref(),
+            Some("tok")
+        );
+        assert_eq!(resolve_token(None, &missing).unwrap(), None);
+        std::fs::write(&file, "from-file\n").unwrap();
+        assert_eq!(
+            resolve_token(None, &file).unwrap().as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            resolve_token(Some("flag"), &file).unwrap().as_deref(),
+            Some("flag")
+        );
+        // A directory where the file should be is an error, not a silent fallback.
+        assert!(resolve_token(None, &dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn terminal_status_check() {
+        assert!(check_finished("signing", "FINISHED", None, None).is_ok());
+        let e = check_finished("signing", "REJECTED", Some("POLICY_DENIED"), Some("no"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("REJECTED") && e.contains("POLICY_DENIED") && e.contains("no"));
+        let e = check_finished("key generation", "FAILED", None, Some("node b left"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FAILED: node b left"), "{e}");
+    }
+
+    #[test]
+    fn unauthenticated_without_token_gets_a_hint() {
+        let api = || ClientError::Api {
+            status: 401,
+            code: "UNAUTHENTICATED".into(),
+            message: "missing bearer token".into(),
+        };
+        let hinted = format!("{:#}", add_token_hint(api().into(), false));
+        assert!(hinted.contains("--token"), "{hinted}");
+        assert!(hinted.contains("missing bearer token"), "{hinted}");
+        let plain = format!("{:#}", add_token_hint(api().into(), true));
+        assert!(!plain.contains("--token"), "{plain}");
+    }
+
+    #[test]
+    fn timeout_message_names_the_task() {
+        let e = timeout_hint(ClientError::Timeout, 5, "sign", "i-1").to_string();
+        assert!(
+            e.contains("TIMEOUT") && e.contains("i-1") && e.contains("5s"),
+            "{e}"
+        );
+    }
+}

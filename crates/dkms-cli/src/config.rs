@@ -1,0 +1,181 @@
+//! The one typed configuration of the `dkms` binary: read from an optional TOML file,
+//! then overridden by `DKMS_*` environment variables, then by command-line flags.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Current version of the configuration format.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Format version; must be 1.
+    pub version: u32,
+    pub gateway: GatewaySection,
+    pub node: NodeSection,
+    /// `text` for people, `json` for log collectors (production).
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Address of the REST API and node link (`DKMS_GATEWAY_LISTEN`).
+    pub listen: String,
+    /// sqlx URL of the metadata store (`DKMS_DATABASE_URL`).
+    pub database_url: String,
+    /// Where the bootstrap admin token is written (`DKMS_ADMIN_TOKEN_FILE`).
+    pub admin_token_file: PathBuf,
+    /// Deadline of a key-generation session in seconds.
+    pub keygen_timeout_secs: u64,
+    /// Deadline of a signing session in seconds.
+    pub sign_timeout_secs: u64,
+    /// Protocol sessions run at once.
+    pub max_running_sessions: usize,
+    /// Unfinished tasks accepted before the API answers 503.
+    pub max_open_tasks: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// This node's tag, as registered with `createPod` (`DKMS_NODE_TAG`).
+    pub tag: Option<String>,
+    /// The gateway's node link, `ws://host:8889/api/node/link` (`DKMS_GATEWAY_URL`).
+    pub gateway_url: String,
+    /// Where the node keeps its sealed store and sealing key (`DKMS_NODE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// `keyfile` (default; `<data_dir>/sealing.key`) or `passphrase`
+    /// (`DKMS_SEALER_PASSPHRASE`, stretched with Argon2id). Neither is hardware protection.
+    pub sealer: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: CONFIG_VERSION,
+            gateway: GatewaySection::default(),
+            node: NodeSection::default(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            listen: "127.0.0.1:8889".into(),
+            database_url: "sqlite://dkms-gateway.db".into(),
+            admin_token_file: PathBuf::from("admin.token"),
+            keygen_timeout_secs: 180,
+            sign_timeout_secs: 30,
+            max_running_sessions: 64,
+            max_open_tasks: 4096,
+        }
+    }
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            tag: None,
+            gateway_url: "ws://127.0.0.1:8889/api/node/link".into(),
+            data_dir: PathBuf::from("dkms-node-data"),
+            sealer: "keyfile".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (if any) and applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str::<Config>(&text)
+                    .with_context(|| format!("parsing config file {}", p.display()))?
+            }
+            None => Config::default(),
+        };
+        if cfg.version != CONFIG_VERSION {
+            bail!(
+                "config version {} is not supported (expected {CONFIG_VERSION})",
+                cfg.version
+            );
+        }
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        fn num<T: std::str::FromStr>(k: &str, v: String) -> Result<T> {
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("{k}={v:?} is not a valid number"))
+        }
+        if let Some(v) = get("DKMS_LOG_FORMAT") {
+            self.log_format = v;
+        }
+        if let Some(v) = get("DKMS_GATEWAY_LISTEN") {
+            self.gateway.listen = v;
+        }
+        if let Some(v) = get("DKMS_DATABASE_URL") {
+            self.gateway.database_url = v;
+        }
+        if let Some(v) = get("DKMS_ADMIN_TOKEN_FILE") {
+            self.gateway.admin_token_file = v.into();
+        }
+        if let Some(v) = get("DKMS_KEYGEN_TIMEOUT_SECS") {
+            self.gateway.keygen_timeout_secs = num("DKMS_KEYGEN_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = get("DKMS_SIGN_TIMEOUT_SECS") {
+            self.gateway.sign_timeout_secs = num("DKMS_SIGN_TIMEOUT_SECS", v)?;
+        }
+        if let Some(v) = get("DKMS_MAX_RUNNING_SESSIONS") {
+            self.gateway.max_running_sessions = num("DKMS_MAX_RUNNING_SESSIONS", v)?;
+        }
+        if let Some(v) = get("DKMS_MAX_OPEN_TASKS") {
+            self.gateway.max_open_tasks = num("DKMS_MAX_OPEN_TASKS", v)?;
+        }
+        if let Some(v) = get("DKMS_NODE_TAG") {
+            self.node.tag = Some(v);
+        }
+        if let Some(v) = get("DKMS_GATEWAY_URL") {
+            self.node.gateway_url = v;
+        }
+        if let Some(v) = get("DKMS_NODE_DATA_DIR") {
+            self.node.data_dir = v.into();
+        }
+        if let Some(v) = get("DKMS_SEALER") {
+            self.node.sealer = v;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env() {
+        let mut cfg: Config = toml::from_str(
+            "version = 1\n[gateway]\nlisten = \"0.0.0.0:9000\"\n[node]\ntag = \"n1\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.gateway.listen, "0.0.0.0:9000");
+        assert_eq!(cfg.gateway.sign_timeout_secs, 30);
+        cfg.apply_env(|k| (k == "DKMS_GATEWAY_LISTEN").then(|| "127.0.0.1:1".to_string()))
+            .unwrap();
+        assert_eq!(cfg.gateway.listen, "127.0.0.1:1");
+        assert_eq!(cfg.node.tag.as_deref(), Some("n1"));
+        assert!(
+            cfg.apply_env(|k| (k == "DKMS_SIGN_TIMEOUT_SECS").then(|| "soon".to_string()))
+                .is_err()
+        );
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+}

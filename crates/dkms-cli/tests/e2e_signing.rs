@@ -1,0 +1,205 @@
+//! End to end on real processes: a `dkms gateway` and `dkms node` processes on loopback
+//! generate threshold keys and sign; every signature is checked without dkms code.
+
+mod common;
+
+use common::*;
+use dkms_testkit::Stack;
+use std::time::Duration;
+
+async fn gen_and_sign(stack: &Stack, participants: &[&str], t: i64, rounds: usize) {
+    let c = &stack.client;
+    let key_id = c
+        .generate_key(&keygen_request(participants, t))
+        .await
+        .expect("key/gen accepted");
+    let key = c.wait_key(&key_id, WAIT).await.expect("key finished");
+    assert_eq!(
+        key.status,
+        "FINISHED",
+        "{t}-of-{}: {key:?}",
+        participants.len()
+    );
+    assert_eq!(key.threshold as i64, t);
+    assert_eq!(key.total_shares as usize, participants.len());
+    assert!(
+        key.public_key
+            .as_deref()
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+    for i in 0..rounds {
+        let d = digest(&format!("{key_id}/{i}"));
+        let sig = c
+            .sign(&key_id, &hex::encode(d), WAIT)
+            .await
+            .expect("signing answered");
+        verify_independently(&key, &d, &sig);
+        assert_eq!(sig.signers.len() as i64, t, "exactly t nodes sign");
+    }
+    // The same digest with 0x prefix is accepted too.
+    let d = digest("prefixed");
+    let sig = c
+        .sign(&key_id, &format!("0x{}", hex::encode(d)), WAIT)
+        .await
+        .unwrap();
+    verify_independently(&key, &d, &sig);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threshold_keys_generate_and_sign() {
+    let stack = Stack::start(BIN, 9).await.expect("stack");
+    gen_and_sign(&stack, &["node1", "node2"], 2, 3).await;
+    gen_and_sign(&stack, &["node1", "node2", "node3"], 2, 2).await;
+    gen_and_sign(&stack, &["node3", "node4", "node5", "node6", "node7"], 3, 2).await;
+    gen_and_sign(
+        &stack,
+        &[
+            "node1", "node2", "node3", "node4", "node5", "node6", "node7",
+        ],
+        5,
+        2,
+    )
+    .await;
+    gen_and_sign(
+        &stack,
+        &[
+            "node1", "node2", "node3", "node4", "node5", "node6", "node7", "node8", "node9",
+        ],
+        5,
+        1,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_of_three_key_signs_with_one_node_down() {
+    let mut stack = Stack::start(BIN, 3).await.expect("stack");
+    let c = stack.client.clone();
+    let key_id = c
+        .generate_key(&keygen_request(&["node1", "node2", "node3"], 2))
+        .await
+        .unwrap();
+    let key = c.wait_key(&key_id, WAIT).await.unwrap();
+    assert_eq!(key.status, "FINISHED");
+
+    // One node down: the other two sign.
+    stack.kill_node("node1");
+    stack
+        .wait_disconnected("node1", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let d = digest("one down");
+    let sig = c.sign(&key_id, &hex::encode(d), WAIT).await.unwrap();
+    verify_independently(&key, &d, &sig);
+    assert_eq!(sig.signers, vec!["node2", "node3"]);
+
+    // Two down: the task ends FAILED with NODE_UNAVAILABLE naming both, not stuck.
+    stack.kill_node("node3");
+    stack
+        .wait_disconnected("node3", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let sig = c
+        .sign(&key_id, &hex::encode(digest("two down")), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(sig.status, "FAILED");
+    assert_eq!(sig.error_code.as_deref(), Some("NODE_UNAVAILABLE"));
+    let msg = sig.error_message.unwrap();
+    assert!(msg.contains("node1") && msg.contains("node3"), "{msg}");
+    assert!(!msg.contains("node2"), "node2 is up: {msg}");
+    assert!(sig.sign.is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "fails promptly"
+    );
+
+    // Restarted nodes come back with their shares: the key is still usable.
+    stack.restart_node("node1").await.unwrap();
+    let d = digest("back");
+    let sig = c.sign(&key_id, &hex::encode(d), WAIT).await.unwrap();
+    verify_independently(&key, &d, &sig);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_signing_fails_the_task_truthfully_and_a_retry_uses_others() {
+    let mut stack = Stack::start(BIN, 2).await.expect("stack");
+    let c = stack.client.clone();
+    let key_id = c
+        .generate_key(&keygen_request(&["node1", "node2"], 2))
+        .await
+        .unwrap();
+    let key = c.wait_key(&key_id, WAIT).await.unwrap();
+    assert_eq!(key.status, "FINISHED");
+    // Fire a burst of signings and kill a node while they run: each task must end,
+    // FINISHED with a valid signature or FAILED with a message, none left running.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let d = digest(&format!("burst {i}"));
+        ids.push((d, c.request_sign(&key_id, &hex::encode(d)).await.unwrap()));
+    }
+    stack.kill_node("node2");
+    let mut finished = 0;
+    for (d, id) in ids {
+        let s = c.wait_sign(&id, Duration::from_secs(60)).await.unwrap();
+        match s.status.as_str() {
+            "FINISHED" => {
+                verify_independently(&key, &d, &s);
+                finished += 1;
+            }
+            "FAILED" => {
+                assert!(s.error_message.is_some() && s.error_code.is_some(), "{s:?}");
+            }
+            other => panic!("task left {other}: {s:?}"),
+        }
+    }
+    eprintln!("{finished} of 20 finished before the kill");
+    stack.restart_node("node2").await.unwrap();
+    let d = digest("after restart");
+    let sig = c.sign(&key_id, &hex::encode(d), WAIT).await.unwrap();
+    verify_independently(&key, &d, &sig);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_keygen_leaves_a_truthful_task_and_usable_keys() {
+    let mut stack = Stack::start(BIN, 3).await.expect("stack");
+    let c = stack.client.clone();
+    let good = c
+        .generate_key(&keygen_request(&["node1", "node2"], 2))
+        .await
+        .unwrap();
+    let good_key = c.wait_key(&good, WAIT).await.unwrap();
+    assert_eq!(good_key.status, "FINISHED");
+
+    let doomed = c
+        .generate_key(&keygen_request(&["node1", "node2", "node3"], 3))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.kill_gateway();
+    stack.start_gateway().await.unwrap();
+    stack
+        .wait_connected(
+            &["node1".into(), "node2".into(), "node3".into()],
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let c = stack.client.clone();
+    let k = c.get_key(&doomed).await.unwrap();
+    assert_eq!(k.status, "FAILED", "{k:?}");
+    assert!(k.error_message.unwrap().contains("restarted"));
+    assert!(k.public_key.is_none());
+    let refused = c
+        .request_sign(&doomed, &hex::encode(digest("x")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("KEY_NOT_READY"));
+
+    // The finished key still signs after the restart.
+    let d = digest("after gateway restart");
+    let sig = c.sign(&good, &hex::encode(d), WAIT).await.unwrap();
+    verify_independently(&good_key, &d, &sig);
+}

@@ -1,0 +1,641 @@
+//! REST handlers of API.md. Each handler parses its input into domain types first and
+//! answers anything malformed with a 400 in the envelope before touching state.
+
+use crate::auth::{self, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::{AppState, MAX_BODY_BYTES, orchestrator, relay};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use dkms_proto::api::{
+    CreatePodRequest, Envelope, Health, JoinTokenResponse, KeyGenRequest, KeyGenResponse, KeyInfo,
+    PodInfo, SignInfo, SignRequest, SignRequestResponse,
+};
+use dkms_proto::{Digest32, ErrorCode, KeyId, KeyType, NodeTag, TaskStatus};
+use serde::Deserialize;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::time::Duration;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+/// Most parties a key may have (DKG cost grows with n²).
+pub const MAX_PARTIES: usize = 16;
+/// Longest long poll on `key/get` and `sign/get`.
+pub const MAX_WAIT_MS: u64 = 30_000;
+/// How long an `Idempotency-Key` is remembered.
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+pub fn router(state: AppState) -> Router {
+    let authed = Router::new()
+        .route("/api/mappic/pod/createPod", post(create_pod))
+        .route("/api/mappic/pod/joinToken", post(join_token))
+        .route("/api/mappic/pod/list", get(list_pods))
+        .route("/api/mappic/dkms/key/gen", post(key_gen))
+        .route("/api/mappic/dkms/key/get", get(key_get))
+        .route("/api/mappic/dkms/sign/req", post(sign_req))
+        .route("/api/mappic/dkms/sign/get", get(sign_get))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/node/link", get(relay::node_link))
+        .merge(authed)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(request_id))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("handler panicked").into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+/// Gives every request an id, in a tracing span and the `x-request-id` header.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not accept that HTTP method",
+    )
+}
+
+fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
+    Json(Envelope::ok(data))
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+async fn health(State(state): State<AppState>) -> Json<Envelope<Health>> {
+    ok(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        connected_nodes: state
+            .hub
+            .connected()
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+    })
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
+        .into_response()
+}
+
+// ---- idempotency ----
+
+/// Runs `work` at most once per `Idempotency-Key` (per principal) within 24 h; repeats
+/// get the first answer. Without the header, `work` simply runs.
+async fn idempotent<F, Fut>(
+    state: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    route: &str,
+    request: &impl Serialize,
+    work: F,
+) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<serde_json::Value>>,
+{
+    let Some(raw) = headers.get("idempotency-key") else {
+        return match work().await {
+            Ok(v) => ok(v).into_response(),
+            Err(e) => e.into_response(),
+        };
+    };
+    let key = match raw.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
+        _ => {
+            return ApiError::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+                .into_response();
+        }
+    };
+    let mut h = Sha256::new();
+    h.update(route.as_bytes());
+    h.update(serde_json::to_vec(request).unwrap_or_default());
+    let request_hash = hex::encode(h.finalize());
+    let now = state.clock.now_ms();
+    let reservation = state
+        .store
+        .reserve_idempotent(
+            &principal.id,
+            &key,
+            route,
+            &request_hash,
+            now,
+            now - IDEMPOTENCY_WINDOW_MS,
+        )
+        .await;
+    match reservation {
+        Err(e) => return ApiError::from(e).into_response(),
+        Ok(dkms_store::Reservation::Existing(prev)) => {
+            if prev.route != route || prev.request_hash != request_hash {
+                return ApiError::new(
+                    ErrorCode::Conflict,
+                    "this Idempotency-Key was already used for a different request",
+                )
+                .into_response();
+            }
+            if prev.status_code == 0 {
+                return ApiError::new(
+                    ErrorCode::Conflict,
+                    "a request with this Idempotency-Key is still being processed; retry shortly",
+                )
+                .into_response();
+            }
+            let status = StatusCode::from_u16(prev.status_code).unwrap_or(StatusCode::OK);
+            return (
+                status,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                prev.response,
+            )
+                .into_response();
+        }
+        Ok(dkms_store::Reservation::Reserved) => {}
+    }
+    let (status, body) = match work().await {
+        Ok(v) => (StatusCode::OK, serde_json::to_string(&Envelope::ok(v))),
+        Err(e) if e.status().is_server_error() => {
+            let _ = state.store.release_idempotent(&principal.id, &key).await;
+            return e.into_response();
+        }
+        Err(e) => (
+            e.status(),
+            serde_json::to_string(&Envelope::<()>::err(e.code, e.message)),
+        ),
+    };
+    let body = body.unwrap_or_default();
+    if let Err(e) = state
+        .store
+        .complete_idempotent(&principal.id, &key, status.as_u16(), &body)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record an idempotent answer");
+    }
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
+fn to_value<T: Serialize>(v: T) -> ApiResult<serde_json::Value> {
+    serde_json::to_value(v).map_err(ApiError::internal)
+}
+
+fn admit_task(state: &AppState) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+    state
+        .open_tasks
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError {
+            code: ErrorCode::Overloaded,
+            message: "the gateway has too many unfinished tasks; retry later".into(),
+            retry_after: Some(1),
+        })
+}
+
+// ---- pods ----
+
+async fn create_pod(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreatePodRequest>,
+) -> Response {
+    idempotent(&state, &principal, &headers, "createPod", &req, || async {
+        let tag: NodeTag = req
+            .node_tag
+            .parse()
+            .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("nodeTag: {e}")))?;
+        let token = auth::new_token()?;
+        state
+            .store
+            .insert_node(
+                tag.as_str(),
+                &auth::hash_token(&token),
+                state.clock.now_ms(),
+            )
+            .await
+            .map_err(|e| match e {
+                dkms_store::StoreError::Conflict => ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("a node with tag {tag} already exists"),
+                ),
+                other => other.into(),
+            })?;
+        if let Some(l) = &state.launcher {
+            l.launch(tag.as_str(), &token).map_err(|e| {
+                ApiError::internal(format!("starting the local node {tag} failed: {e}"))
+            })?;
+        }
+        tracing::info!(node = %tag, "pod created");
+        to_value(tag.as_str())
+    })
+    .await
+}
+
+async fn join_token(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreatePodRequest>,
+) -> ApiResult<Json<Envelope<JoinTokenResponse>>> {
+    let tag: NodeTag = req
+        .node_tag
+        .parse()
+        .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("nodeTag: {e}")))?;
+    let token = auth::new_token()?;
+    let done = state
+        .store
+        .set_join_token(
+            tag.as_str(),
+            &auth::hash_token(&token),
+            state.clock.now_ms(),
+        )
+        .await?;
+    if !done {
+        return Err(match state.store.get_node(tag.as_str()).await? {
+            None => ApiError::new(ErrorCode::NodeNotFound, format!("unknown node tag {tag}")),
+            Some(_) => ApiError::new(
+                ErrorCode::Conflict,
+                format!("node {tag} has already joined; its identity is pinned"),
+            ),
+        });
+    }
+    Ok(ok(JoinTokenResponse {
+        node_tag: tag.to_string(),
+        join_token: token.to_string(),
+    }))
+}
+
+async fn list_pods(State(state): State<AppState>) -> ApiResult<Json<Envelope<Vec<PodInfo>>>> {
+    let connected: HashSet<String> = state
+        .hub
+        .connected()
+        .into_iter()
+        .map(|t| t.to_string())
+        .collect();
+    let nodes = state.store.list_nodes().await?;
+    Ok(ok(nodes
+        .into_iter()
+        .map(|n| PodInfo {
+            connected: connected.contains(&n.tag),
+            node_tag: n.tag,
+            status: n.status,
+            signing_key: n.signing_key,
+            encryption_key: n.encryption_key,
+            created_at: rfc3339(n.created_at),
+        })
+        .collect()))
+}
+
+// ---- keys ----
+
+/// A validated key-generation request.
+struct KeygenPlan {
+    key_type: KeyType,
+    threshold: u8,
+    participants: Vec<NodeTag>,
+}
+
+fn plan_keygen(req: &KeyGenRequest) -> ApiResult<KeygenPlan> {
+    let key_type: KeyType = req
+        .key_params
+        .key_type
+        .parse()
+        .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("keyParams.type: {e}")))?;
+    match (key_type, req.key_params.length) {
+        (KeyType::EcdsaK1, None | Some(256) | Some(512)) => {}
+        (_, Some(l)) => {
+            return Err(ApiError::invalid(format!(
+                "keyParams.length {l} is not valid for {}; use 256 or 512, or omit it",
+                key_type.as_str()
+            )));
+        }
+    }
+    let mut participants = Vec::with_capacity(req.service_participants.len());
+    let mut seen = HashSet::new();
+    for (i, raw) in req.service_participants.iter().enumerate() {
+        let tag: NodeTag = raw.parse().map_err(|e: dkms_proto::ParseError| {
+            ApiError::invalid(format!("serviceParticipants[{i}]: {e}"))
+        })?;
+        if !seen.insert(tag.clone()) {
+            return Err(ApiError::invalid(format!(
+                "serviceParticipants lists node {tag} more than once; each share needs its own node"
+            )));
+        }
+        participants.push(tag);
+    }
+    let n = participants.len();
+    if req.total_shares != n as i64 {
+        return Err(ApiError::invalid(format!(
+            "totalShares is {} but serviceParticipants names {n} nodes; they must be equal",
+            req.total_shares
+        )));
+    }
+    if n > MAX_PARTIES {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_PARTIES} participants are supported, got {n}"
+        )));
+    }
+    if req.threshold < 2 {
+        return Err(ApiError::invalid(format!(
+            "threshold must be at least 2 (got {}); 1-of-n is not threshold custody",
+            req.threshold
+        )));
+    }
+    if req.threshold > n as i64 {
+        return Err(ApiError::invalid(format!(
+            "threshold {} is greater than totalShares {n}",
+            req.threshold
+        )));
+    }
+    Ok(KeygenPlan {
+        key_type,
+        threshold: u8::try_from(req.threshold)
+            .map_err(|_| ApiError::invalid("threshold is out of range"))?,
+        participants,
+    })
+}
+
+async fn key_gen(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<KeyGenRequest>,
+) -> Response {
+    idempotent(&state, &principal, &headers, "keyGen", &req, || async {
+        let plan = plan_keygen(&req)?;
+        for tag in &plan.participants {
+            match state.store.get_node(tag.as_str()).await? {
+                None => {
+                    return Err(ApiError::new(
+                        ErrorCode::NodeNotFound,
+                        format!("unknown node tag {tag}; register it with pod/createPod first"),
+                    ));
+                }
+                Some(n) if n.status != dkms_store::NODE_ACTIVE => {
+                    return Err(ApiError::new(
+                        ErrorCode::NodeUnavailable,
+                        format!("node {tag} is registered but has not joined yet"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let permit = admit_task(&state)?;
+        let key_id = KeyId::new_random().to_string();
+        state
+            .store
+            .insert_key(&dkms_store::KeyRow {
+                key_id: key_id.clone(),
+                key_type: plan.key_type.as_str().into(),
+                scheme: "DKLS23_SECP256K1".into(),
+                threshold: plan.threshold,
+                total_shares: plan.participants.len() as u8,
+                participants: plan.participants.iter().map(|t| t.to_string()).collect(),
+                status: TaskStatus::Init,
+                public_key: None,
+                address: None,
+                error_code: None,
+                error_message: None,
+                created_at: state.clock.now_ms(),
+            })
+            .await?;
+        tracing::info!(key_id = %key_id, principal = %principal.id, "key generation requested");
+        orchestrator::spawn_keygen(state.clone(), key_id.clone(), permit);
+        to_value(KeyGenResponse { key_id })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyQuery {
+    key_id: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+fn parse_id(raw: Option<&str>, name: &str) -> ApiResult<KeyId> {
+    let raw = raw
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::invalid(format!("query parameter {name} is required")))?;
+    raw.parse()
+        .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("{name}: {e}")))
+}
+
+/// Loads a task view, long-polling up to `wait_ms` until it is terminal.
+async fn load_waiting<T, F, Fut>(state: &AppState, id: &str, wait_ms: u64, load: F) -> ApiResult<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<(T, TaskStatus)>>,
+{
+    if wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::invalid(format!(
+            "waitMs must be at most {MAX_WAIT_MS}"
+        )));
+    }
+    if wait_ms == 0 {
+        return load().await.map(|(v, _)| v);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    loop {
+        let notify = state.waiters.get(id);
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (v, status) = load().await?;
+        if status.is_terminal() {
+            state.waiters.wake(id);
+            return Ok(v);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Ok(v);
+        }
+    }
+}
+
+async fn key_get(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<KeyQuery>,
+) -> ApiResult<Json<Envelope<KeyInfo>>> {
+    let key_id = parse_id(q.key_id.as_deref(), "keyId")?.to_string();
+    let info = load_waiting(&state, &key_id, q.wait_ms.unwrap_or(0), || async {
+        let row = state.store.get_key(&key_id).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::KeyNotFound, format!("no key with id {key_id}"))
+        })?;
+        let status = row.status;
+        Ok((key_info(row)?, status))
+    })
+    .await?;
+    Ok(ok(info))
+}
+
+fn key_info(row: dkms_store::KeyRow) -> ApiResult<KeyInfo> {
+    let pem = match &row.public_key {
+        Some(h) => {
+            let bytes = hex::decode(h).map_err(ApiError::internal)?;
+            Some(dkms_mpc::ecdsa::public_key_pem(&bytes).map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
+    Ok(KeyInfo {
+        key_id: row.key_id,
+        status: row.status.to_string(),
+        public_key: pem,
+        public_key_hex: row.public_key,
+        error_message: row.error_message,
+        error_code: row.error_code,
+        address: row.address,
+        key_type: row.key_type,
+        threshold: row.threshold,
+        total_shares: row.total_shares,
+        service_participants: row.participants,
+        created_at: rfc3339(row.created_at),
+    })
+}
+
+// ---- signing ----
+
+async fn sign_req(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<SignRequest>,
+) -> Response {
+    idempotent(&state, &principal, &headers, "signReq", &req, || async {
+        let digest: Digest32 = req.digest_hex.parse().map_err(|e: dkms_proto::ParseError| {
+            ApiError::invalid(e.0)
+        })?;
+        let key_id = parse_id(Some(req.key_id.as_str()), "keyId")?.to_string();
+        let key = state.store.get_key(&key_id).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::KeyNotFound, format!("no key with id {key_id}"))
+        })?;
+        if key.status != TaskStatus::Finished {
+            return Err(ApiError::new(
+                ErrorCode::KeyNotReady,
+                format!(
+                    "key {key_id} is {}; only a FINISHED key can sign",
+                    key.status
+                ),
+            ));
+        }
+        let permit = admit_task(&state)?;
+        let instance_id = uuid::Uuid::new_v4().to_string();
+        state
+            .store
+            .insert_sign(&dkms_store::SignRow {
+                instance_id: instance_id.clone(),
+                key_id: key_id.clone(),
+                digest: digest.to_hex(),
+                status: TaskStatus::Init,
+                signature: None,
+                signers: Vec::new(),
+                error_code: None,
+                error_message: None,
+                created_at: state.clock.now_ms(),
+            })
+            .await?;
+        tracing::info!(instance_id = %instance_id, key_id = %key_id, principal = %principal.id, "signing requested");
+        orchestrator::spawn_sign(state.clone(), instance_id.clone(), permit);
+        to_value(SignRequestResponse { instance_id })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignQuery {
+    instance_id: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+async fn sign_get(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SignQuery>,
+) -> ApiResult<Json<Envelope<SignInfo>>> {
+    let id = parse_id(q.instance_id.as_deref(), "instanceId")?.to_string();
+    let info = load_waiting(&state, &id, q.wait_ms.unwrap_or(0), || async {
+        let row = state.store.get_sign(&id).await?.ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::TaskNotFound,
+                format!("no signing task with id {id}"),
+            )
+        })?;
+        let status = row.status;
+        Ok((sign_info(row)?, status))
+    })
+    .await?;
+    Ok(ok(info))
+}
+
+fn sign_info(row: dkms_store::SignRow) -> ApiResult<SignInfo> {
+    let (r, s, v, der) = match &row.signature {
+        Some(h) => {
+            let b = hex::decode(h).map_err(ApiError::internal)?;
+            if b.len() != 65 {
+                return Err(ApiError::internal("stored signature has the wrong length"));
+            }
+            let der = dkms_mpc::ecdsa::signature_der(&b).map_err(ApiError::internal)?;
+            (
+                Some(hex::encode(&b[..32])),
+                Some(hex::encode(&b[32..64])),
+                Some(b[64]),
+                Some(hex::encode(der)),
+            )
+        }
+        None => (None, None, None, None),
+    };
+    Ok(SignInfo {
+        instance_id: row.instance_id,
+        key_id: row.key_id,
+        digest_hex: row.digest,
+        status: row.status.to_string(),
+        sign: row.signature,
+        r,
+        s,
+        v,
+        der,
+        error_message: row.error_message,
+        error_code: row.error_code,
+        signers: row.signers,
+        created_at: rfc3339(row.created_at),
+    })
+}

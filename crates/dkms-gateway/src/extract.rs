@@ -1,0 +1,92 @@
+//! Request extractors that answer bad input in the API envelope instead of axum's plain
+//! text rejections.
+
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// A JSON body: requires `Content-Type: application/json`, a body under the size limit
+/// and a document of the expected shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::invalid(if ct.is_empty() {
+                "missing Content-Type: send the body as application/json".to_string()
+            } else {
+                format!("unsupported Content-Type {ct:?}: send the body as application/json")
+            }));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::invalid(format!(
+                    "request body is too large (limit {} bytes)",
+                    crate::MAX_BODY_BYTES
+                ))
+            } else {
+                ApiError::invalid("could not read the request body")
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON document, describing what is wrong in terms of the request.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::invalid(
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::invalid(format!("malformed JSON: {inner}"))
+            }
+            _ if path.is_empty() || path == "." => {
+                ApiError::invalid(format!("invalid request body: {inner}"))
+            }
+            _ => ApiError::invalid(format!("invalid field `{path}`: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|_| ApiError::invalid("malformed JSON: trailing characters after the document"))?;
+    Ok(value)
+}
+
+/// Query parameters, with the same error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<T>(q)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+    }
+}

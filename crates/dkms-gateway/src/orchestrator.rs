@@ -1,0 +1,483 @@
+//! Runs tasks: starts a protocol session on the nodes, waits for their results under a
+//! deadline and records a truthful end state. Every path out of here ends the task as
+//! FINISHED or FAILED; nothing is left PROCESSING.
+
+use crate::AppState;
+use crate::relay::SessionEvent;
+use dkms_proto::node::{FailureKind, Operation, Outcome, Peer, Scheme, SessionStart};
+use dkms_proto::{ErrorCode, NodeTag};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::{Instrument, info, info_span, warn};
+
+/// Why a session did not produce a result.
+#[derive(Debug, Clone)]
+pub struct TaskFailure {
+    pub code: ErrorCode,
+    pub message: String,
+    /// A node to leave out when retrying.
+    pub culprit: Option<NodeTag>,
+}
+
+impl TaskFailure {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        TaskFailure {
+            code,
+            message: message.into(),
+            culprit: None,
+        }
+    }
+}
+
+fn tags(v: &[String]) -> Result<Vec<NodeTag>, TaskFailure> {
+    v.iter()
+        .map(|t| {
+            t.parse::<NodeTag>()
+                .map_err(|e| TaskFailure::new(ErrorCode::Internal, format!("stored tag: {e}")))
+        })
+        .collect()
+}
+
+fn join(tags: &[NodeTag]) -> String {
+    tags.iter()
+        .map(NodeTag::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn nonce() -> Result<[u8; 32], TaskFailure> {
+    let mut n = [0u8; 32];
+    getrandom::fill(&mut n).map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    Ok(n)
+}
+
+/// Spawns the key generation of `key_id` in the background.
+pub fn spawn_keygen(state: AppState, key_id: String, permit: tokio::sync::OwnedSemaphorePermit) {
+    let span = info_span!("keygen", key_id = %key_id);
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            let result = run_keygen(&state, &key_id).await;
+            let now = state.clock.now_ms();
+            let stored = match result {
+                Ok((pk, address)) => {
+                    info!("key generated");
+                    state
+                        .store
+                        .finish_key(&key_id, &pk, address.as_deref(), now)
+                        .await
+                }
+                Err(f) => {
+                    warn!(code = %f.code, message = %f.message, "key generation failed");
+                    state
+                        .store
+                        .fail_key(&key_id, f.code.as_str(), &f.message, now)
+                        .await
+                }
+            };
+            if let Err(e) = stored {
+                warn!(error = %e, "could not record the end of key generation");
+            }
+            state.waiters.wake(&key_id);
+        }
+        .instrument(span),
+    );
+}
+
+async fn run_keygen(
+    state: &AppState,
+    key_id: &str,
+) -> Result<(String, Option<String>), TaskFailure> {
+    let _running = state
+        .sessions
+        .acquire()
+        .await
+        .map_err(|_| TaskFailure::new(ErrorCode::Internal, "gateway is shutting down"))?;
+    let key = state
+        .store
+        .get_key(key_id)
+        .await
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
+        .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "key row vanished"))?;
+    let participants = tags(&key.participants)?;
+    let missing: Vec<NodeTag> = participants
+        .iter()
+        .filter(|t| !state.hub.is_connected(t))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(TaskFailure::new(
+            ErrorCode::NodeUnavailable,
+            format!(
+                "key generation needs all {} participants, but these nodes are not connected: {}",
+                participants.len(),
+                join(&missing)
+            ),
+        ));
+    }
+    let mut peers = Vec::with_capacity(participants.len());
+    for tag in &participants {
+        let row = state
+            .store
+            .get_node(tag.as_str())
+            .await
+            .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
+            .ok_or_else(|| {
+                TaskFailure::new(
+                    ErrorCode::NodeNotFound,
+                    format!("node {tag} is not registered"),
+                )
+            })?;
+        let ek = row
+            .encryption_key
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                TaskFailure::new(
+                    ErrorCode::NodeUnavailable,
+                    format!("node {tag} has not joined"),
+                )
+            })?;
+        peers.push(Peer {
+            tag: tag.clone(),
+            encryption_key: ek,
+        });
+    }
+    let key_uuid = uuid::Uuid::parse_str(key_id)
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    state
+        .store
+        .start_key(key_id, state.clock.now_ms())
+        .await
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    state.waiters.wake(key_id);
+
+    let operation = Operation::Keygen {
+        threshold: key.threshold,
+        participants: peers,
+    };
+    let outcomes = run_session(
+        state,
+        key_uuid,
+        operation,
+        &participants,
+        state.config.keygen_timeout,
+    )
+    .await?;
+    let mut keys: BTreeMap<Vec<u8>, Vec<NodeTag>> = BTreeMap::new();
+    for (tag, outcome) in outcomes {
+        match outcome {
+            Outcome::KeyGenerated { public_key } => keys.entry(public_key).or_default().push(tag),
+            Outcome::Signed { .. } => {
+                return Err(TaskFailure::new(
+                    ErrorCode::ProtocolFailed,
+                    format!("node {tag} answered a key generation with a signature"),
+                ));
+            }
+        }
+    }
+    if keys.len() != 1 {
+        return Err(TaskFailure::new(
+            ErrorCode::ProtocolFailed,
+            "the nodes reported different public keys; the key is not usable",
+        ));
+    }
+    let Some(pk) = keys.into_keys().next() else {
+        return Err(TaskFailure::new(
+            ErrorCode::ProtocolFailed,
+            "no public key reported",
+        ));
+    };
+    let address = dkms_mpc::ecdsa::eth_address(&pk).map_err(|e| {
+        TaskFailure::new(
+            ErrorCode::ProtocolFailed,
+            format!("the nodes reported an invalid public key: {e}"),
+        )
+    })?;
+    Ok((hex::encode(pk), Some(address)))
+}
+
+/// Spawns the signing task `instance_id` in the background.
+pub fn spawn_sign(state: AppState, instance_id: String, permit: tokio::sync::OwnedSemaphorePermit) {
+    let span = info_span!("sign", instance_id = %instance_id);
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            let result = run_sign(&state, &instance_id).await;
+            let now = state.clock.now_ms();
+            let stored = match result {
+                Ok(sig) => {
+                    info!("signed");
+                    state.store.finish_sign(&instance_id, &sig, now).await
+                }
+                Err(f) => {
+                    warn!(code = %f.code, message = %f.message, "signing failed");
+                    state
+                        .store
+                        .fail_sign(&instance_id, f.code.as_str(), &f.message, now)
+                        .await
+                }
+            };
+            if let Err(e) = stored {
+                warn!(error = %e, "could not record the end of signing");
+            }
+            state.waiters.wake(&instance_id);
+        }
+        .instrument(span),
+    );
+}
+
+async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFailure> {
+    let internal = |e: dkms_store::StoreError| TaskFailure::new(ErrorCode::Internal, e.to_string());
+    let _running = state
+        .sessions
+        .acquire()
+        .await
+        .map_err(|_| TaskFailure::new(ErrorCode::Internal, "gateway is shutting down"))?;
+    let task = state
+        .store
+        .get_sign(instance_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "task row vanished"))?;
+    let key = state
+        .store
+        .get_key(&task.key_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotFound, "the key no longer exists"))?;
+    let public_key = key
+        .public_key
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotReady, "the key has no public key"))?;
+    let digest: [u8; 32] = hex::decode(&task.digest)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "stored digest is malformed"))?;
+    let key_uuid = uuid::Uuid::parse_str(&key.key_id)
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    let participants = tags(&key.participants)?;
+    let t = usize::from(key.threshold);
+
+    // A t < n key keeps signing while nodes are down: pick t connected participants, and
+    // after a failure that names a node, try once more without it.
+    let mut excluded: BTreeSet<NodeTag> = BTreeSet::new();
+    let mut last_failure = None;
+    for attempt in 0..2 {
+        let live: Vec<NodeTag> = participants
+            .iter()
+            .filter(|p| !excluded.contains(*p) && state.hub.is_connected(p))
+            .cloned()
+            .collect();
+        if live.len() < t {
+            let down: Vec<NodeTag> = participants
+                .iter()
+                .filter(|p| !state.hub.is_connected(p) || excluded.contains(*p))
+                .cloned()
+                .collect();
+            let failure = TaskFailure::new(
+                ErrorCode::NodeUnavailable,
+                format!(
+                    "signing needs {t} of the key's {} nodes but only {} are available; unavailable: {}",
+                    participants.len(),
+                    live.len(),
+                    join(&down)
+                ),
+            );
+            return Err(match last_failure {
+                Some(TaskFailure { message, .. }) if attempt > 0 => TaskFailure {
+                    message: format!("{message}; retry impossible: {}", failure.message),
+                    ..failure
+                },
+                _ => failure,
+            });
+        }
+        let signers: Vec<NodeTag> = live.into_iter().take(t).collect();
+        state
+            .store
+            .start_sign(
+                instance_id,
+                &signers.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                state.clock.now_ms(),
+            )
+            .await
+            .map_err(internal)?;
+        let operation = Operation::Sign {
+            signers: signers.clone(),
+            digest,
+        };
+        match run_session(
+            state,
+            key_uuid,
+            operation,
+            &signers,
+            state.config.sign_timeout,
+        )
+        .await
+        {
+            Ok(outcomes) => return check_signatures(&public_key, &digest, outcomes),
+            Err(f) => {
+                warn!(attempt, code = %f.code, message = %f.message, "signing session failed");
+                match &f.culprit {
+                    Some(c) if f.code != ErrorCode::KeyNotFound => {
+                        excluded.insert(c.clone());
+                        last_failure = Some(f);
+                    }
+                    _ => return Err(f),
+                }
+            }
+        }
+    }
+    Err(last_failure
+        .unwrap_or_else(|| TaskFailure::new(ErrorCode::ProtocolFailed, "signing failed")))
+}
+
+/// Every signer computes the signature; all must agree and it must verify under the key.
+fn check_signatures(
+    public_key: &[u8],
+    digest: &[u8; 32],
+    outcomes: Vec<(NodeTag, Outcome)>,
+) -> Result<String, TaskFailure> {
+    let mut chosen: Option<Vec<u8>> = None;
+    for (tag, outcome) in outcomes {
+        let Outcome::Signed { signature } = outcome else {
+            return Err(TaskFailure::new(
+                ErrorCode::ProtocolFailed,
+                format!("node {tag} answered a signing with a key"),
+            ));
+        };
+        if let Err(e) = dkms_mpc::ecdsa::verify_signature(public_key, digest, &signature) {
+            return Err(TaskFailure {
+                code: ErrorCode::ProtocolFailed,
+                message: format!("node {tag} returned a signature that does not verify: {e}"),
+                culprit: Some(tag),
+            });
+        }
+        match &chosen {
+            None => chosen = Some(signature),
+            Some(c) if *c != signature => {
+                return Err(TaskFailure::new(
+                    ErrorCode::ProtocolFailed,
+                    "signers returned different signatures",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    chosen
+        .map(hex::encode)
+        .ok_or_else(|| TaskFailure::new(ErrorCode::ProtocolFailed, "no signature returned"))
+}
+
+/// Starts one session on `parties` and collects one outcome from each, or fails with
+/// the names of the parties that failed, left or did not answer in time.
+async fn run_session(
+    state: &AppState,
+    key_id: uuid::Uuid,
+    operation: Operation,
+    parties: &[NodeTag],
+    timeout: Duration,
+) -> Result<Vec<(NodeTag, Outcome)>, TaskFailure> {
+    let mut handle = state.hub.open_session(parties);
+    let start = SessionStart {
+        session: handle.session,
+        key_id,
+        scheme: Scheme::Dkls23Secp256k1,
+        operation,
+        nonce: nonce()?,
+    };
+    for p in parties {
+        if !state.hub.start(p, start.clone()).await {
+            let f = TaskFailure {
+                code: ErrorCode::NodeUnavailable,
+                message: format!("node {p} disconnected before the session started"),
+                culprit: Some(p.clone()),
+            };
+            abort(state, handle.session, parties, &f.message).await;
+            return Err(f);
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    let mut results: BTreeMap<NodeTag, Outcome> = BTreeMap::new();
+    let failure = loop {
+        if results.len() == parties.len() {
+            return Ok(results.into_iter().collect());
+        }
+        let ev = match tokio::time::timeout_at(deadline, handle.events.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break TaskFailure::new(ErrorCode::Internal, "session channel closed"),
+            Err(_) => {
+                let silent: Vec<NodeTag> = parties
+                    .iter()
+                    .filter(|p| !results.contains_key(*p))
+                    .cloned()
+                    .collect();
+                break TaskFailure {
+                    code: ErrorCode::Timeout,
+                    message: format!(
+                        "the session did not finish within {} s; no result from: {}",
+                        timeout.as_secs(),
+                        join(&silent)
+                    ),
+                    culprit: (silent.len() == 1).then(|| silent[0].clone()),
+                };
+            }
+        };
+        match ev {
+            SessionEvent::Done(tag, outcome) => {
+                results.insert(tag, outcome);
+            }
+            SessionEvent::Disconnected(tag) => {
+                break TaskFailure {
+                    code: ErrorCode::NodeUnavailable,
+                    message: format!("node {tag} disconnected during the session"),
+                    culprit: Some(tag),
+                };
+            }
+            SessionEvent::Failed(tag, failure) => {
+                let code = match failure.kind {
+                    FailureKind::BadParameters => ErrorCode::InvalidParameter,
+                    FailureKind::UnknownKey => ErrorCode::KeyNotFound,
+                    FailureKind::Misbehaviour => ErrorCode::ProtocolFailed,
+                    FailureKind::Internal => ErrorCode::Internal,
+                };
+                let culprit = failure.culprit.clone().or_else(|| {
+                    matches!(
+                        failure.kind,
+                        FailureKind::UnknownKey | FailureKind::Internal
+                    )
+                    .then(|| tag.clone())
+                });
+                let blame = match &failure.culprit {
+                    Some(c) => format!(" (blames node {c})"),
+                    None => String::new(),
+                };
+                break TaskFailure {
+                    code,
+                    message: format!("node {tag} aborted the session{blame}: {}", failure.message),
+                    culprit,
+                };
+            }
+        }
+    };
+    abort(state, handle.session, parties, &failure.message).await;
+    Err(failure)
+}
+
+async fn abort(state: &AppState, session: u64, parties: &[NodeTag], reason: &str) {
+    for p in parties {
+        let _ = state
+            .hub
+            .send_to(
+                p,
+                dkms_proto::node::ToNode::Abort {
+                    session,
+                    reason: reason.to_owned(),
+                },
+            )
+            .await;
+    }
+}

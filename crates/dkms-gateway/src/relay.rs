@@ -1,0 +1,382 @@
+//! The protocol relay: one WebSocket per node (the node dials out), identity checks on
+//! connect, and forwarding of sealed node-to-node messages within a session.
+//!
+//! The relay sees only HPKE ciphertexts. It checks that sender and recipient belong to
+//! the session so that a node cannot use the gateway to reach nodes outside it.
+
+use crate::AppState;
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::Response;
+use dkms_proto::NodeTag;
+use dkms_proto::node::{
+    self, FromNode, LINK_VERSION, NodeIdentity, Outcome, SessionFailure, SessionRef, SessionStart,
+    ToNode,
+};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Frames queued towards one node before the relay applies back-pressure.
+const NODE_QUEUE: usize = 4096;
+
+/// What a session's orchestrator hears about its parties.
+#[derive(Debug)]
+pub enum SessionEvent {
+    Done(NodeTag, Outcome),
+    Failed(NodeTag, SessionFailure),
+    Disconnected(NodeTag),
+}
+
+struct NodeConn {
+    conn_id: u64,
+    tx: mpsc::Sender<ToNode>,
+}
+
+struct SessionEntry {
+    participants: HashSet<NodeTag>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+}
+
+/// Live node connections and running sessions.
+#[derive(Default)]
+pub struct Hub {
+    nodes: Mutex<HashMap<NodeTag, NodeConn>>,
+    sessions: Mutex<HashMap<SessionRef, SessionEntry>>,
+    next_id: AtomicU64,
+}
+
+/// A registered session; dropping it unregisters the session.
+pub struct SessionHandle<'a> {
+    hub: &'a Hub,
+    pub session: SessionRef,
+    pub events: mpsc::UnboundedReceiver<SessionEvent>,
+}
+
+impl Drop for SessionHandle<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.hub.sessions.lock() {
+            s.remove(&self.session);
+        }
+    }
+}
+
+impl Hub {
+    pub fn connected(&self) -> Vec<NodeTag> {
+        let mut v: Vec<NodeTag> = self
+            .nodes
+            .lock()
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn is_connected(&self, tag: &NodeTag) -> bool {
+        self.nodes
+            .lock()
+            .map(|n| n.contains_key(tag))
+            .unwrap_or(false)
+    }
+
+    /// Registers a session over `participants` and returns its handle.
+    pub fn open_session(&self, participants: &[NodeTag]) -> SessionHandle<'_> {
+        let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(
+                session,
+                SessionEntry {
+                    participants: participants.iter().cloned().collect(),
+                    events: tx,
+                },
+            );
+        }
+        SessionHandle {
+            hub: self,
+            session,
+            events: rx,
+        }
+    }
+
+    /// Sends a frame to a connected node; false if it is not connected.
+    pub async fn send_to(&self, tag: &NodeTag, msg: ToNode) -> bool {
+        let tx = match self.nodes.lock() {
+            Ok(n) => n.get(tag).map(|c| c.tx.clone()),
+            Err(_) => None,
+        };
+        match tx {
+            Some(tx) => tx.send(msg).await.is_ok(),
+            None => false,
+        }
+    }
+
+    pub async fn start(&self, tag: &NodeTag, start: SessionStart) -> bool {
+        self.send_to(tag, ToNode::Start(start)).await
+    }
+
+    fn session_event(&self, session: SessionRef, from: &NodeTag, ev: SessionEvent) {
+        if let Ok(s) = self.sessions.lock()
+            && let Some(entry) = s.get(&session)
+            && entry.participants.contains(from)
+        {
+            let _ = entry.events.send(ev);
+        }
+    }
+
+    /// Forwards a sealed message if both ends belong to the session.
+    async fn relay(
+        &self,
+        session: SessionRef,
+        from: &NodeTag,
+        to: NodeTag,
+        round: u8,
+        payload: Vec<u8>,
+    ) {
+        let allowed = match self.sessions.lock() {
+            Ok(s) => s.get(&session).is_some_and(|e| {
+                e.participants.contains(from) && e.participants.contains(&to) && *from != to
+            }),
+            Err(_) => false,
+        };
+        if !allowed {
+            debug!(session, %from, %to, "dropping message outside its session");
+            return;
+        }
+        let msg = ToNode::Deliver {
+            session,
+            from: from.clone(),
+            round,
+            payload,
+        };
+        if !self.send_to(&to, msg).await {
+            debug!(session, %to, "recipient not connected");
+        }
+    }
+
+    fn attach(&self, tag: &NodeTag, tx: mpsc::Sender<ToNode>) -> u64 {
+        let conn_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut n) = self.nodes.lock()
+            && n.insert(tag.clone(), NodeConn { conn_id, tx }).is_some()
+        {
+            info!(node = %tag, "node reconnected; the previous connection is replaced");
+        }
+        conn_id
+    }
+
+    fn detach(&self, tag: &NodeTag, conn_id: u64) {
+        let removed = match self.nodes.lock() {
+            Ok(mut n) => {
+                if n.get(tag).is_some_and(|c| c.conn_id == conn_id) {
+                    n.remove(tag);
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(_) => false,
+        };
+        if removed && let Ok(s) = self.sessions.lock() {
+            for entry in s.values() {
+                if entry.participants.contains(tag) {
+                    let _ = entry.events.send(SessionEvent::Disconnected(tag.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// `GET /api/node/link`: a node's WebSocket.
+pub async fn node_link(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(node::MAX_FRAME_BYTES)
+        .max_frame_size(node::MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            if let Err(e) = serve_node(state, socket).await {
+                debug!(error = %e, "node link closed");
+            }
+        })
+}
+
+async fn recv_frame(socket: &mut WebSocket) -> Result<Option<FromNode>, String> {
+    loop {
+        match socket.recv().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(Message::Binary(b))) => {
+                return node::decode::<FromNode>(&b)
+                    .map(Some)
+                    .map_err(|e| e.to_string());
+            }
+            Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn send_frame(socket: &mut WebSocket, msg: &ToNode) -> Result<(), String> {
+    socket
+        .send(Message::Binary(node::encode(msg).into()))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn serve_node(state: AppState, mut socket: WebSocket) -> Result<(), String> {
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| e.to_string())?;
+    send_frame(
+        &mut socket,
+        &ToNode::Challenge {
+            link_version: LINK_VERSION,
+            nonce,
+        },
+    )
+    .await?;
+    let hello = tokio::time::timeout(Duration::from_secs(10), recv_frame(&mut socket))
+        .await
+        .map_err(|_| "no hello within 10 s".to_string())??;
+    let Some(FromNode::Hello {
+        link_version,
+        tag,
+        identity,
+        join_token,
+        signature,
+    }) = hello
+    else {
+        return Err("first frame was not a hello".into());
+    };
+    if let Err(reason) = admit(
+        &state,
+        link_version,
+        &nonce,
+        &tag,
+        &identity,
+        join_token,
+        &signature,
+    )
+    .await
+    {
+        warn!(node = %tag, %reason, "node refused");
+        let _ = send_frame(&mut socket, &ToNode::Refused { reason }).await;
+        let _ = socket.close().await;
+        return Ok(());
+    }
+    send_frame(&mut socket, &ToNode::Welcome).await?;
+    info!(node = %tag, "node connected");
+
+    let (tx, mut rx) = mpsc::channel::<ToNode>(NODE_QUEUE);
+    let conn_id = state.hub.attach(&tag, tx);
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if sink
+                .send(Message::Binary(node::encode(&msg).into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let result = loop {
+        let frame = match stream.next().await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(e.to_string()),
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Close(_))) => break Ok(()),
+            Some(Ok(_)) => continue,
+        };
+        match node::decode::<FromNode>(&frame) {
+            Ok(FromNode::Send {
+                session,
+                to,
+                round,
+                payload,
+            }) => state.hub.relay(session, &tag, to, round, payload).await,
+            Ok(FromNode::Done { session, outcome }) => {
+                state
+                    .hub
+                    .session_event(session, &tag, SessionEvent::Done(tag.clone(), outcome))
+            }
+            Ok(FromNode::Failed { session, failure }) => {
+                state
+                    .hub
+                    .session_event(session, &tag, SessionEvent::Failed(tag.clone(), failure))
+            }
+            Ok(FromNode::Hello { .. }) => warn!(node = %tag, "ignoring a second hello"),
+            Err(e) => warn!(node = %tag, error = %e, "ignoring an undecodable frame"),
+        }
+    };
+    state.hub.detach(&tag, conn_id);
+    writer.abort();
+    info!(node = %tag, "node disconnected");
+    result
+}
+
+/// Checks a node's hello: known tag, valid join token on first join, pinned identity
+/// afterwards, and a signature over the challenge by the presented identity key.
+async fn admit(
+    state: &AppState,
+    link_version: u16,
+    nonce: &[u8; 32],
+    tag: &NodeTag,
+    identity: &NodeIdentity,
+    join_token: Option<String>,
+    signature: &[u8],
+) -> Result<(), String> {
+    if link_version != LINK_VERSION {
+        return Err(format!(
+            "link version {link_version} is not supported (gateway speaks {LINK_VERSION})"
+        ));
+    }
+    let transcript = node::hello_transcript(nonce, tag, identity);
+    if !verify_ed25519(&identity.signing_key, &transcript, signature) {
+        return Err("identity proof does not verify".into());
+    }
+    let row = state
+        .store
+        .get_node(tag.as_str())
+        .await
+        .map_err(|e| format!("store: {e}"))?
+        .ok_or_else(|| format!("node tag {tag} is not registered; create it with createPod"))?;
+    let sk = hex::encode(identity.signing_key);
+    let ek = hex::encode(identity.encryption_key);
+    if row.status == dkms_store::NODE_ACTIVE {
+        if row.signing_key.as_deref() != Some(sk.as_str())
+            || row.encryption_key.as_deref() != Some(ek.as_str())
+        {
+            return Err("identity keys differ from the ones pinned when this node joined".into());
+        }
+        return Ok(());
+    }
+    let token = join_token.ok_or("this node has not joined yet and sent no join token")?;
+    let ok = state
+        .store
+        .activate_node(
+            tag.as_str(),
+            &crate::auth::hash_token(&token),
+            &sk,
+            &ek,
+            state.clock.now_ms(),
+        )
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    if !ok {
+        return Err("invalid or already used join token".into());
+    }
+    info!(node = %tag, "node joined; identity pinned");
+    Ok(())
+}
+
+fn verify_ed25519(public: &[u8; 32], msg: &[u8], sig: &[u8]) -> bool {
+    let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(public) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+        return false;
+    };
+    vk.verify_strict(msg, &sig).is_ok()
+}

@@ -1,0 +1,170 @@
+//! Session ids. Every node derives the id itself from the parameters it was given, so a
+//! node that was told something different from its peers computes a different id and the
+//! protocol (which binds every message to the id) fails instead of running on mixed inputs.
+
+use dkms_proto::NodeTag;
+use dkms_proto::node::Scheme;
+use sha2::{Digest, Sha256};
+
+const DOMAIN: &[u8] = b"dkms/session-id/v1";
+
+/// What the session is for, with every parameter the parties must agree on.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionKind<'a> {
+    Keygen {
+        threshold: u8,
+        participants: &'a [NodeTag],
+    },
+    Sign {
+        threshold: u8,
+        participants: &'a [NodeTag],
+        signers: &'a [NodeTag],
+        digest: &'a [u8; 32],
+    },
+}
+
+/// SHA-256 over the domain separator and every field, each length-prefixed (u32 big
+/// endian) and lists count-prefixed, so no two parameter sets share an encoding.
+pub fn session_id(
+    key_id: &uuid::Uuid,
+    scheme: Scheme,
+    kind: &SessionKind<'_>,
+    nonce: &[u8; 32],
+) -> [u8; 32] {
+    let mut h = Hasher(Sha256::new());
+    h.field(DOMAIN);
+    match kind {
+        SessionKind::Keygen {
+            threshold,
+            participants,
+        } => {
+            h.field(b"keygen");
+            h.field(key_id.as_bytes());
+            h.field(scheme_tag(scheme));
+            h.field(&[*threshold]);
+            h.tags(participants);
+        }
+        SessionKind::Sign {
+            threshold,
+            participants,
+            signers,
+            digest,
+        } => {
+            h.field(b"sign");
+            h.field(key_id.as_bytes());
+            h.field(scheme_tag(scheme));
+            h.field(&[*threshold]);
+            h.tags(participants);
+            h.tags(signers);
+            h.field(digest.as_slice());
+        }
+    }
+    h.field(nonce);
+    h.0.finalize().into()
+}
+
+/// A stable name per scheme; the exhaustive match makes a new scheme pick one.
+fn scheme_tag(scheme: Scheme) -> &'static [u8] {
+    match scheme {
+        Scheme::Dkls23Secp256k1 => b"dkls23-secp256k1",
+    }
+}
+
+struct Hasher(Sha256);
+
+impl Hasher {
+    fn field(&mut self, bytes: &[u8]) {
+        self.0.update((bytes.len() as u32).to_be_bytes());
+        self.0.update(bytes);
+    }
+
+    fn tags(&mut self, tags: &[NodeTag]) {
+        self.0.update((tags.len() as u32).to_be_bytes());
+        for tag in tags {
+            self.field(tag.as_str().as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn tags(names: &[&str]) -> Vec<NodeTag> {
+        names.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn every_field_changes_the_id() {
+        let key = uuid::Uuid::from_u128(7);
+        let other_key = uuid::Uuid::from_u128(8);
+        let nonce = [1u8; 32];
+        let p = tags(&["a", "b", "c"]);
+        let p_swapped = tags(&["b", "a", "c"]);
+        let p_merged = tags(&["ab", "c"]);
+        let s = tags(&["a", "b"]);
+        let s2 = tags(&["a", "c"]);
+        let d = [9u8; 32];
+        let d2 = [10u8; 32];
+        let scheme = Scheme::Dkls23Secp256k1;
+        let kg = |t, parts: &[NodeTag]| {
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Keygen {
+                    threshold: t,
+                    participants: parts,
+                },
+                &nonce,
+            )
+        };
+        let sg = |parts: &[NodeTag], signers: &[NodeTag], digest: &[u8; 32]| {
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Sign {
+                    threshold: 2,
+                    participants: parts,
+                    signers,
+                    digest,
+                },
+                &nonce,
+            )
+        };
+        let base = kg(2, &p);
+        assert_eq!(base, kg(2, &p), "deterministic");
+        let variants = [
+            kg(3, &p),
+            kg(2, &p_swapped),
+            kg(2, &p_merged),
+            session_id(
+                &other_key,
+                scheme,
+                &SessionKind::Keygen {
+                    threshold: 2,
+                    participants: &p,
+                },
+                &nonce,
+            ),
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Keygen {
+                    threshold: 2,
+                    participants: &p,
+                },
+                &[2u8; 32],
+            ),
+            sg(&p, &s, &d),
+            sg(&p, &s2, &d),
+            sg(&p, &s, &d2),
+            sg(&p_swapped, &s, &d),
+        ];
+        let mut all = vec![base];
+        for v in variants {
+            assert!(!all.contains(&v), "collision");
+            all.push(v);
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! A node's share of one key and its stored format.
+
+use crate::error::{MpcError, PartyIndex};
+use crate::wire::{decode, encode_secret};
+use dkls23::protocols::{Party, PublicKeyPackage};
+use dkms_proto::NodeTag;
+use k256::Secp256k1;
+use k256::elliptic_curve::CurveAffine;
+use k256::elliptic_curve::group::GroupEncoding;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use zeroize::Zeroizing;
+
+/// Version byte that starts every stored share. Readers keep accepting every older version.
+pub const SHARE_FORMAT_V1: u8 = 1;
+
+/// A member of a key: its node tag and the X25519 key its envelopes are sealed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareParticipant {
+    pub tag: NodeTag,
+    pub encryption_key: [u8; 32],
+}
+
+/// This node's share of a threshold key. Secret: no `Debug`, no `Serialize`, not `Clone`;
+/// the dkls23 party inside zeroizes itself on drop. The only way out is [`KeyShare::to_bytes`],
+/// which the node seals before it stores it.
+pub struct KeyShare {
+    key_id: uuid::Uuid,
+    threshold: u8,
+    my_index: PartyIndex,
+    participants: Vec<ShareParticipant>,
+    public_key: [u8; 33],
+    pub(crate) package: PublicKeyPackage<Secp256k1>,
+    pub(crate) party: Party<Secp256k1>,
+}
+
+/// Version 1 as written. Fixed field order; postcard encoding. Never change: add a V2.
+#[derive(Serialize)]
+struct StoredV1Ref<'a> {
+    key_id: [u8; 16],
+    threshold: u8,
+    my_index: u8,
+    participants: Vec<StoredParticipant>,
+    public_key: Vec<u8>,
+    package: &'a PublicKeyPackage<Secp256k1>,
+    party: &'a Party<Secp256k1>,
+}
+
+#[derive(Deserialize)]
+struct StoredV1 {
+    key_id: [u8; 16],
+    threshold: u8,
+    my_index: u8,
+    participants: Vec<StoredParticipant>,
+    public_key: Vec<u8>,
+    package: PublicKeyPackage<Secp256k1>,
+    party: Party<Secp256k1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredParticipant {
+    tag: String,
+    encryption_key: [u8; 32],
+}
+
+impl From<dkms_proto::node::Peer> for ShareParticipant {
+    fn from(peer: dkms_proto::node::Peer) -> Self {
+        ShareParticipant {
+            tag: peer.tag,
+            encryption_key: peer.encryption_key,
+        }
+    }
+}
+
+pub(crate) fn compress(point: &k256::AffinePoint) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    out.copy_from_slice(&point.to_bytes());
+    out
+}
+
+/// Checks the public parameters of a key: 2 ≤ threshold ≤ n ≤ 255 and distinct tags.
+pub(crate) fn check_parameters(
+    threshold: u8,
+    participants: &[ShareParticipant],
+) -> Result<(), String> {
+    let n = participants.len();
+    if !(2..=usize::from(u8::MAX)).contains(&n) {
+        return Err(format!("a key needs 2 to 255 participants, got {n}"));
+    }
+    if threshold < 2 || usize::from(threshold) > n {
+        return Err(format!(
+            "threshold must be between 2 and the participant count {n}, got {threshold}"
+        ));
+    }
+    let mut tags = BTreeSet::new();
+    for p in participants {
+        if !tags.insert(p.tag.as_str()) {
+            return Err(format!("participant {} is listed twice", p.tag));
+        }
+    }
+    Ok(())
+}
+
+impl KeyShare {
+    /// Builds a share and checks that it hangs together (see [`KeyShare::from_bytes`]).
+    pub(crate) fn new(
+        key_id: uuid::Uuid,
+        threshold: u8,
+        my_index: PartyIndex,
+        participants: Vec<ShareParticipant>,
+        package: PublicKeyPackage<Secp256k1>,
+        party: Party<Secp256k1>,
+    ) -> Result<Self, String> {
+        let public_key = compress(&party.pk);
+        let share = KeyShare {
+            key_id,
+            threshold,
+            my_index,
+            participants,
+            public_key,
+            package,
+            party,
+        };
+        share.validate()?;
+        Ok(share)
+    }
+
+    pub fn key_id(&self) -> uuid::Uuid {
+        self.key_id
+    }
+
+    pub fn threshold(&self) -> u8 {
+        self.threshold
+    }
+
+    pub fn my_index(&self) -> PartyIndex {
+        self.my_index
+    }
+
+    /// The key's members in order: party index = position + 1.
+    pub fn participants(&self) -> &[ShareParticipant] {
+        &self.participants
+    }
+
+    /// SEC1 compressed public key of the whole key.
+    pub fn public_key(&self) -> [u8; 33] {
+        self.public_key
+    }
+
+    /// The stored form: [`SHARE_FORMAT_V1`] then postcard. Contains the secret share.
+    /// The secret scalar share, for leak-scanning tests only: a test searches logs and
+    /// databases for these bytes. Never call this from production code.
+    #[doc(hidden)]
+    pub fn secret_scalar_for_leak_tests(&self) -> Zeroizing<[u8; 32]> {
+        use k256::elliptic_curve::PrimeField;
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&self.party.poly_point.to_repr());
+        out
+    }
+
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let stored = StoredV1Ref {
+            key_id: *self.key_id.as_bytes(),
+            threshold: self.threshold,
+            my_index: self.my_index,
+            participants: self
+                .participants
+                .iter()
+                .map(|p| StoredParticipant {
+                    tag: p.tag.as_str().to_owned(),
+                    encryption_key: p.encryption_key,
+                })
+                .collect(),
+            public_key: self.public_key.to_vec(),
+            package: &self.package,
+            party: &self.party,
+        };
+        // Serializing plain structs into a buffer of the computed size cannot fail; if it
+        // ever did, an empty result fails loudly in from_bytes rather than storing garbage.
+        encode_secret(&[SHARE_FORMAT_V1], &stored).unwrap_or_default()
+    }
+
+    /// Reads a stored share and refuses it unless every part agrees: version, parameters,
+    /// participant count, our index, the public key (stored, in the party, in the package)
+    /// and our secret share against our public verifying share.
+    pub fn from_bytes(bytes: &[u8]) -> Result<KeyShare, MpcError> {
+        let (&version, body) = bytes
+            .split_first()
+            .ok_or_else(|| MpcError::Corrupt("empty".into()))?;
+        match version {
+            SHARE_FORMAT_V1 => {
+                let stored: StoredV1 = decode(body).map_err(MpcError::Corrupt)?;
+                let mut participants = Vec::with_capacity(stored.participants.len());
+                for p in &stored.participants {
+                    let tag = p.tag.parse::<NodeTag>().map_err(|e| {
+                        MpcError::Corrupt(format!("participant tag {:?}: {e}", p.tag))
+                    })?;
+                    participants.push(ShareParticipant {
+                        tag,
+                        encryption_key: p.encryption_key,
+                    });
+                }
+                let public_key: [u8; 33] =
+                    stored.public_key.as_slice().try_into().map_err(|_| {
+                        MpcError::Corrupt(format!(
+                            "public key of {} bytes, expected 33",
+                            stored.public_key.len()
+                        ))
+                    })?;
+                let share = KeyShare {
+                    key_id: uuid::Uuid::from_bytes(stored.key_id),
+                    threshold: stored.threshold,
+                    my_index: stored.my_index,
+                    participants,
+                    public_key,
+                    package: stored.package,
+                    party: stored.party,
+                };
+                share.validate().map_err(MpcError::Corrupt)?;
+                Ok(share)
+            }
+            other => Err(MpcError::Corrupt(format!(
+                "unknown share format version {other}"
+            ))),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        check_parameters(self.threshold, &self.participants)?;
+        let n = self.participants.len() as u8;
+        let params = &self.party.parameters;
+        if params.threshold != self.threshold || params.share_count != n {
+            return Err(format!(
+                "share is {}-of-{} but the key is {}-of-{n}",
+                params.threshold, params.share_count, self.threshold
+            ));
+        }
+        if self.package.threshold() != self.threshold || self.package.share_count() != n {
+            return Err("public key package parameters differ from the key's".into());
+        }
+        if self.my_index == 0 || self.my_index > n {
+            return Err(format!("party index {} is not in 1..={n}", self.my_index));
+        }
+        if self.party.party_index.as_u8() != self.my_index {
+            return Err(format!(
+                "share belongs to party {}, not {}",
+                self.party.party_index, self.my_index
+            ));
+        }
+        if self.party.pk == k256::AffinePoint::identity() {
+            return Err("public key is the identity".into());
+        }
+        if compress(&self.party.pk) != self.public_key
+            || compress(self.package.verifying_key()) != self.public_key
+        {
+            return Err("public key differs between the share's parts".into());
+        }
+        for i in 1..=n {
+            let idx = dkls23::protocols::PartyIndex::new(i).map_err(|e| e.to_string())?;
+            if self.package.verifying_share(idx).is_none() {
+                return Err(format!("no verifying share for party {i}"));
+            }
+            if i != self.my_index
+                && (!self.party.mul_senders.contains_key(&idx)
+                    || !self.party.mul_receivers.contains_key(&idx))
+            {
+                return Err(format!("no multiplication state for party {i}"));
+            }
+        }
+        if self.party.mul_senders.len() != usize::from(n) - 1
+            || self.party.mul_receivers.len() != usize::from(n) - 1
+        {
+            return Err("multiplication state for parties outside the key".into());
+        }
+        let mine = (k256::ProjectivePoint::GENERATOR * self.party.poly_point).to_affine();
+        if !self.package.verify_share(self.party.party_index, &mine) {
+            return Err("secret share does not match this party's verifying share".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,676 @@
+//! Drives the node: keeps one WebSocket to the gateway, proves the node's identity on
+//! connect, and runs protocol sessions. The protocol logic lives in `dkms_mpc` state
+//! machines; this module only moves sealed messages and runs the CPU-heavy steps on the
+//! blocking pool.
+
+use crate::identity::NodeKeys;
+use crate::store::{NodeStore, StoreError};
+use dkms_mpc::envelope::{self, EncryptionKeypair, EnvelopeContext};
+use dkms_mpc::session_id::{SessionKind, session_id};
+use dkms_mpc::{
+    KeyShare, KeygenConfig, MpcError, Outgoing, PartyIndex, Progress, Session, SessionOutput,
+    ShareParticipant, SignConfig,
+};
+use dkms_proto::NodeTag;
+use dkms_proto::node::{
+    self, FailureKind, FromNode, LINK_VERSION, NodeIdentity, Operation, Outcome, SessionFailure,
+    SessionRef, SessionStart, ToNode,
+};
+use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{Instrument, debug, info, info_span, warn};
+use zeroize::Zeroizing;
+
+/// Longest a session may stay open on this node, whatever the gateway does.
+const SESSION_LIFETIME: Duration = Duration::from_secs(600);
+/// Record that says this node has joined (so the join token is not sent again).
+const JOINED_RECORD: &str = "joined";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the gateway refused this node: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything a session needs from its node.
+pub struct NodeContext {
+    pub tag: NodeTag,
+    pub store: Arc<NodeStore>,
+    keys: NodeKeys,
+    enc: EncryptionKeypair,
+}
+
+impl NodeContext {
+    pub fn new(tag: NodeTag, store: Arc<NodeStore>) -> Result<Self, RunError> {
+        let keys = NodeKeys::load_or_create(&store)?;
+        let enc = EncryptionKeypair::from_seed(keys.encryption_seed());
+        Ok(NodeContext {
+            tag,
+            store,
+            keys,
+            enc,
+        })
+    }
+
+    pub fn identity(&self) -> NodeIdentity {
+        NodeIdentity {
+            signing_key: self.keys.signing_public(),
+            encryption_key: self.enc.public_key(),
+        }
+    }
+}
+
+/// Connects to `url` (`ws://host:port/api/node/link`) and serves sessions, reconnecting
+/// with back-off until `shutdown` fires. A refusal by the gateway is final.
+pub async fn run(
+    ctx: Arc<NodeContext>,
+    url: String,
+    join_token: Option<Zeroizing<String>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = connect_and_serve(&ctx, &url, join_token.as_ref(), &mut shutdown).await;
+        match attempt {
+            Ok(()) => return Ok(()),
+            Err(RunError::Refused(r)) => return Err(RunError::Refused(r)),
+            Err(RunError::Store(e)) => return Err(RunError::Store(e)),
+            Err(e) => {
+                debug!(error = %e, "gateway link down; reconnecting");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn connect_and_serve(
+    ctx: &Arc<NodeContext>,
+    url: &str,
+    join_token: Option<&Zeroizing<String>>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(node::MAX_FRAME_BYTES))
+        .max_frame_size(Some(node::MAX_FRAME_BYTES));
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .map_err(|e| RunError::Other(format!("connecting to {url}: {e}")))?;
+
+    let nonce = match next_frame(&mut ws).await? {
+        Some(ToNode::Challenge {
+            link_version,
+            nonce,
+        }) if link_version == LINK_VERSION => nonce,
+        Some(ToNode::Challenge { link_version, .. }) => {
+            return Err(RunError::Refused(format!(
+                "gateway speaks link version {link_version}, this node {LINK_VERSION}"
+            )));
+        }
+        _ => return Err(RunError::Other("expected a challenge".into())),
+    };
+    let identity = ctx.identity();
+    let joined = ctx.store.get_secret(JOINED_RECORD)?.is_some();
+    let signature = ctx
+        .keys
+        .sign(&node::hello_transcript(&nonce, &ctx.tag, &identity))
+        .to_vec();
+    let hello = FromNode::Hello {
+        link_version: LINK_VERSION,
+        tag: ctx.tag.clone(),
+        identity,
+        join_token: if joined {
+            None
+        } else {
+            join_token.map(|t| t.to_string())
+        },
+        signature,
+    };
+    ws.send(Message::Binary(node::encode(&hello).into()))
+        .await
+        .map_err(|e| RunError::Other(e.to_string()))?;
+    match next_frame(&mut ws).await? {
+        Some(ToNode::Welcome) => {}
+        Some(ToNode::Refused { reason }) => return Err(RunError::Refused(reason)),
+        _ => return Err(RunError::Other("expected welcome".into())),
+    }
+    if !joined {
+        ctx.store.put_secret(JOINED_RECORD, b"1")?;
+    }
+    info!(node = %ctx.tag, "connected to the gateway");
+
+    let (mut sink, mut stream) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<FromNode>(4096);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if sink
+                .send(Message::Binary(node::encode(&msg).into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut sessions: HashMap<SessionRef, mpsc::UnboundedSender<Inbound>> = HashMap::new();
+    let result = loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = shutdown.changed() => break Ok(()),
+        };
+        let bytes = match frame {
+            None => break Err(RunError::Other("gateway closed the link".into())),
+            Some(Err(e)) => break Err(RunError::Other(e.to_string())),
+            Some(Ok(Message::Binary(b))) => b,
+            Some(Ok(Message::Close(_))) => {
+                break Err(RunError::Other("gateway closed the link".into()));
+            }
+            Some(Ok(_)) => continue,
+        };
+        sessions.retain(|_, tx| !tx.is_closed());
+        match node::decode::<ToNode>(&bytes) {
+            Ok(ToNode::Start(start)) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                sessions.insert(start.session, tx);
+                let span = info_span!("session", session = start.session, key_id = %start.key_id);
+                tokio::spawn(run_session(ctx.clone(), start, rx, out_tx.clone()).instrument(span));
+            }
+            Ok(ToNode::Deliver {
+                session,
+                from,
+                round,
+                payload,
+            }) => match sessions.get(&session) {
+                Some(tx) => {
+                    let _ = tx.send(Inbound::Message {
+                        from,
+                        round,
+                        payload,
+                    });
+                }
+                None => debug!(session, "message for an unknown or finished session"),
+            },
+            Ok(ToNode::Abort { session, reason }) => {
+                if let Some(tx) = sessions.remove(&session) {
+                    let _ = tx.send(Inbound::Abort(reason));
+                }
+            }
+            Ok(other) => debug!(?other, "unexpected frame"),
+            Err(e) => warn!(error = %e, "undecodable frame from the gateway"),
+        }
+    };
+    writer.abort();
+    result
+}
+
+async fn next_frame<S>(ws: &mut S) -> Result<Option<ToNode>, RunError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let fut = async {
+        loop {
+            match ws.next().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(RunError::Other(e.to_string())),
+                Some(Ok(Message::Binary(b))) => {
+                    return node::decode::<ToNode>(&b)
+                        .map(Some)
+                        .map_err(|e| RunError::Other(e.to_string()));
+                }
+                Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(_)) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| RunError::Other("gateway did not answer in time".into()))?
+}
+
+enum Inbound {
+    Message {
+        from: NodeTag,
+        round: u8,
+        payload: Vec<u8>,
+    },
+    Abort(String),
+}
+
+/// A session's failure as reported to the gateway.
+struct Failure {
+    kind: FailureKind,
+    culprit: Option<NodeTag>,
+    message: String,
+}
+
+impl Failure {
+    fn bad(message: impl Into<String>) -> Self {
+        Failure {
+            kind: FailureKind::BadParameters,
+            culprit: None,
+            message: message.into(),
+        }
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Failure {
+            kind: FailureKind::Internal,
+            culprit: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// The parties of a running session, by index.
+struct Roster {
+    me: PartyIndex,
+    session_id: [u8; 32],
+    peers: HashMap<PartyIndex, ShareParticipant>,
+}
+
+impl Roster {
+    fn index_of(&self, tag: &NodeTag) -> Option<PartyIndex> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.tag == *tag)
+            .map(|(i, _)| *i)
+    }
+
+    fn culprit(&self, e: &MpcError) -> Option<NodeTag> {
+        e.culprit()
+            .and_then(|i| self.peers.get(&i))
+            .map(|p| p.tag.clone())
+    }
+}
+
+fn mpc_failure(roster: &Roster, e: MpcError) -> Failure {
+    let culprit = roster.culprit(&e);
+    let kind = match (&e, &culprit) {
+        (MpcError::BadParameters(_), _) => FailureKind::BadParameters,
+        (MpcError::Corrupt(_) | MpcError::Internal(_), _) => FailureKind::Internal,
+        (MpcError::Crypto(_), Some(_)) => FailureKind::Misbehaviour,
+        (_, Some(_)) => FailureKind::Misbehaviour,
+        _ => FailureKind::Internal,
+    };
+    if e.requires_ban() {
+        warn!(culprit = ?culprit, "a party cheated in a way that requires excluding it from future sessions");
+    }
+    Failure {
+        kind,
+        culprit,
+        message: e.to_string(),
+    }
+}
+
+async fn run_session(
+    ctx: Arc<NodeContext>,
+    start: SessionStart,
+    mut inbox: mpsc::UnboundedReceiver<Inbound>,
+    out: mpsc::Sender<FromNode>,
+) {
+    let session = start.session;
+    let result = tokio::time::timeout(
+        SESSION_LIFETIME,
+        drive_session(&ctx, start, &mut inbox, &out),
+    )
+    .await
+    .unwrap_or_else(|_| Err(Failure::internal("session lifetime exceeded on this node")));
+    let msg = match result {
+        Ok(outcome) => FromNode::Done { session, outcome },
+        Err(f) => {
+            warn!(kind = ?f.kind, culprit = ?f.culprit, message = %f.message, "session failed");
+            FromNode::Failed {
+                session,
+                failure: SessionFailure {
+                    kind: f.kind,
+                    culprit: f.culprit,
+                    message: f.message,
+                },
+            }
+        }
+    };
+    let _ = out.send(msg).await;
+}
+
+/// Checks the session's parameters, builds the state machine and runs it to the end.
+async fn drive_session(
+    ctx: &Arc<NodeContext>,
+    start: SessionStart,
+    inbox: &mut mpsc::UnboundedReceiver<Inbound>,
+    out: &mpsc::Sender<FromNode>,
+) -> Result<Outcome, Failure> {
+    let key_id = start.key_id;
+    let (roster, session) = match &start.operation {
+        Operation::Keygen {
+            threshold,
+            participants,
+        } => prepare_keygen(ctx, &start, *threshold, participants).await?,
+        Operation::Sign { signers, digest } => prepare_sign(ctx, &start, signers, digest).await?,
+    };
+    let roster = Arc::new(roster);
+    let (mut session, first) = blocking(move || {
+        let mut s = session;
+        let r = s.start();
+        (s, r)
+    })
+    .await?;
+    let first = first.map_err(|e| mpc_failure(&roster, e))?;
+    send_all(ctx, &roster, &start, first, out).await?;
+
+    loop {
+        let (from, round, payload) = match inbox.recv().await {
+            Some(Inbound::Message {
+                from,
+                round,
+                payload,
+            }) => (from, round, payload),
+            Some(Inbound::Abort(reason)) => {
+                return Err(Failure::internal(format!(
+                    "aborted by the gateway: {reason}"
+                )));
+            }
+            None => return Err(Failure::internal("session dropped")),
+        };
+        let Some(from_idx) = roster.index_of(&from) else {
+            return Err(Failure {
+                kind: FailureKind::Misbehaviour,
+                culprit: None,
+                message: format!("message from {from}, who is not in this session"),
+            });
+        };
+        let sender_pk = roster
+            .peers
+            .get(&from_idx)
+            .map(|p| p.encryption_key)
+            .unwrap_or_default();
+        let ctx2 = ctx.clone();
+        let roster2 = roster.clone();
+        let (s, step) = blocking(move || {
+            let mut s = session;
+            let ectx = EnvelopeContext {
+                session_id: &roster2.session_id,
+                round,
+                sender: &from,
+                recipient: &ctx2.tag,
+            };
+            let step = envelope::open(&ctx2.enc, &sender_pk, &ectx, &payload)
+                .map_err(|e| (from_idx, e))
+                .and_then(|plain| {
+                    s.receive(from_idx, round, &plain)
+                        .map_err(|e| (from_idx, e))
+                });
+            (s, step)
+        })
+        .await?;
+        session = s;
+        match step {
+            Ok(Progress::Continue(msgs)) => send_all(ctx, &roster, &start, msgs, out).await?,
+            Ok(Progress::Done { output, outgoing }) => {
+                // Our last round may complete together with the session: peers still need it.
+                send_all(ctx, &roster, &start, outgoing, out).await?;
+                return finish(ctx, key_id, output).await;
+            }
+            Err((from_idx, e)) => {
+                let mut f = mpc_failure(&roster, e);
+                if f.culprit.is_none() && f.kind != FailureKind::BadParameters {
+                    // An envelope that does not open was sent (or altered) on the sender's link.
+                    f.culprit = roster.peers.get(&from_idx).map(|p| p.tag.clone());
+                    f.kind = FailureKind::Misbehaviour;
+                }
+                return Err(f);
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Failure::internal(format!("protocol step failed: {e}")))
+}
+
+async fn send_all(
+    ctx: &Arc<NodeContext>,
+    roster: &Arc<Roster>,
+    start: &SessionStart,
+    msgs: Vec<Outgoing>,
+    out: &mpsc::Sender<FromNode>,
+) -> Result<(), Failure> {
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    let ctx2 = ctx.clone();
+    let roster2 = roster.clone();
+    let sealed = blocking(move || {
+        msgs.into_iter()
+            .map(|m| {
+                let peer = roster2
+                    .peers
+                    .get(&m.to)
+                    .ok_or_else(|| Failure::internal(format!("no party {}", m.to)))?;
+                let ectx = EnvelopeContext {
+                    session_id: &roster2.session_id,
+                    round: m.round,
+                    sender: &ctx2.tag,
+                    recipient: &peer.tag,
+                };
+                let ct = envelope::seal(&ctx2.enc, &peer.encryption_key, &ectx, &m.payload)
+                    .map_err(|e| Failure::internal(format!("sealing: {e}")))?;
+                Ok((peer.tag.clone(), m.round, ct))
+            })
+            .collect::<Result<Vec<_>, Failure>>()
+    })
+    .await??;
+    for (to, round, payload) in sealed {
+        out.send(FromNode::Send {
+            session: start.session,
+            to,
+            round,
+            payload,
+        })
+        .await
+        .map_err(|_| Failure::internal("gateway link closed"))?;
+    }
+    Ok(())
+}
+
+async fn prepare_keygen(
+    ctx: &Arc<NodeContext>,
+    start: &SessionStart,
+    threshold: u8,
+    participants: &[node::Peer],
+) -> Result<(Roster, Box<dyn Session>), Failure> {
+    let n = participants.len();
+    if threshold < 2 || usize::from(threshold) > n || n > usize::from(u8::MAX) {
+        return Err(Failure::bad(format!(
+            "threshold {threshold} of {n} participants is not a valid threshold key"
+        )));
+    }
+    let me = participants
+        .iter()
+        .position(|p| p.tag == ctx.tag)
+        .ok_or_else(|| Failure::bad("this node is not among the participants"))?;
+    if participants[me].encryption_key != ctx.enc.public_key() {
+        return Err(Failure::bad(
+            "the gateway announced a different encryption key for this node",
+        ));
+    }
+    let tags: Vec<NodeTag> = participants.iter().map(|p| p.tag.clone()).collect();
+    let mut unique = tags.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != n {
+        return Err(Failure::bad("a participant is listed twice"));
+    }
+    let store = ctx.store.clone();
+    let key_id = start.key_id;
+    let pins: Vec<(NodeTag, [u8; 32])> = participants
+        .iter()
+        .map(|p| (p.tag.clone(), p.encryption_key))
+        .collect();
+    let my_tag = ctx.tag.clone();
+    blocking(move || -> Result<(), Failure> {
+        if store
+            .get_share(&key_id)
+            .map_err(|e| Failure::internal(e.to_string()))?
+            .is_some()
+        {
+            return Err(Failure::bad(format!("this node already holds key {key_id}")));
+        }
+        for (tag, key) in pins.iter().filter(|(t, _)| *t != my_tag) {
+            store.pin_peer(tag.as_str(), key).map_err(|e| match e {
+                StoreError::PinMismatch { .. } => Failure {
+                    kind: FailureKind::BadParameters,
+                    culprit: None,
+                    message: format!(
+                        "the encryption key announced for node {tag} differs from the one this node pinned"
+                    ),
+                },
+                other => Failure::internal(other.to_string()),
+            })?;
+        }
+        Ok(())
+    })
+    .await??;
+
+    let session_id = session_id(
+        &start.key_id,
+        start.scheme,
+        &SessionKind::Keygen {
+            threshold,
+            participants: &tags,
+        },
+        &start.nonce,
+    );
+    let share_participants: Vec<ShareParticipant> = participants
+        .iter()
+        .map(|p| ShareParticipant {
+            tag: p.tag.clone(),
+            encryption_key: p.encryption_key,
+        })
+        .collect();
+    let my_index = (me + 1) as PartyIndex;
+    let roster = Roster {
+        me: my_index,
+        session_id,
+        peers: share_participants
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((i + 1) as PartyIndex, p.clone()))
+            .collect(),
+    };
+    let session = dkms_mpc::keygen(KeygenConfig {
+        key_id: start.key_id,
+        session_id,
+        threshold,
+        participants: share_participants,
+        my_index,
+    })
+    .map_err(|e| Failure::bad(e.to_string()))?;
+    debug!(me = roster.me, "keygen session prepared");
+    Ok((roster, session))
+}
+
+async fn prepare_sign(
+    ctx: &Arc<NodeContext>,
+    start: &SessionStart,
+    signers: &[NodeTag],
+    digest: &[u8; 32],
+) -> Result<(Roster, Box<dyn Session>), Failure> {
+    let store = ctx.store.clone();
+    let key_id = start.key_id;
+    let share = blocking(move || -> Result<KeyShare, Failure> {
+        let bytes = store
+            .get_share(&key_id)
+            .map_err(|e| Failure::internal(e.to_string()))?
+            .ok_or_else(|| Failure {
+                kind: FailureKind::UnknownKey,
+                culprit: None,
+                message: format!("this node holds no share of key {key_id}"),
+            })?;
+        KeyShare::from_bytes(&bytes).map_err(|e| Failure::internal(e.to_string()))
+    })
+    .await??;
+    if share.key_id() != key_id {
+        return Err(Failure::internal("stored share belongs to another key"));
+    }
+    let participants: Vec<NodeTag> = share.participants().iter().map(|p| p.tag.clone()).collect();
+    let mut indices = Vec::with_capacity(signers.len());
+    for s in signers {
+        let i = participants
+            .iter()
+            .position(|p| p == s)
+            .ok_or_else(|| Failure::bad(format!("signer {s} does not hold a share of this key")))?;
+        indices.push((i + 1) as PartyIndex);
+    }
+    if !signers.contains(&ctx.tag) {
+        return Err(Failure::bad("this node is not among the signers"));
+    }
+    let session_id = session_id(
+        &start.key_id,
+        start.scheme,
+        &SessionKind::Sign {
+            threshold: share.threshold(),
+            participants: &participants,
+            signers,
+            digest,
+        },
+        &start.nonce,
+    );
+    let roster = Roster {
+        me: share.my_index(),
+        session_id,
+        peers: share
+            .participants()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((i + 1) as PartyIndex, p.clone()))
+            .collect(),
+    };
+    let session = dkms_mpc::sign(
+        share,
+        SignConfig {
+            session_id,
+            signers: indices,
+            digest: *digest,
+        },
+    )
+    .map_err(|e| Failure::bad(e.to_string()))?;
+    Ok((roster, session))
+}
+
+/// Persists a new share (once, atomically) or hands back a signature.
+async fn finish(
+    ctx: &Arc<NodeContext>,
+    key_id: uuid::Uuid,
+    output: SessionOutput,
+) -> Result<Outcome, Failure> {
+    match output {
+        SessionOutput::Key(share) => {
+            let public_key = share.public_key().to_vec();
+            let store = ctx.store.clone();
+            blocking(move || {
+                let bytes = share.to_bytes();
+                store.put_share(&key_id, &bytes)
+            })
+            .await?
+            .map_err(|e| Failure::internal(format!("storing the share: {e}")))?;
+            info!("share stored");
+            Ok(Outcome::KeyGenerated { public_key })
+        }
+        SessionOutput::Signature(sig) => Ok(Outcome::Signed {
+            signature: sig.to_bytes().to_vec(),
+        }),
+    }
+}

@@ -1,0 +1,700 @@
+//! The node's embedded transactional store (redb), in which every value is sealed.
+//!
+//! Tables: `shares` (key id → key share), `secrets` (name → singleton secret such as the node
+//! identity), `peer_pins` (peer tag → pinned X25519 key) and `meta` (a sealed canary that tells
+//! a wrong sealing key apart from a damaged record at open time).
+//!
+//! Each stored value is `record format version (1 byte) ‖ sealed bytes`, sealed with the
+//! associated data `"dkms/node-store/v1" ‖ table ‖ record id ‖ record format version` (table
+//! and id each prefixed with their length as a big-endian u32, so no two distinct pairs encode
+//! alike). A sealed value copied to another record, table or version does not open.
+//!
+//! Crash safety is redb's: each method below is one transaction whose commit is atomic and
+//! durable (redb's default `Durability::Immediate`), so a crash leaves either the old or the new
+//! state, never a half-written share. Keys (share ids, names, tags) are stored in the clear;
+//! only values are sealed.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use zeroize::Zeroizing;
+
+use crate::sealer::{SealError, Sealer};
+
+const SHARES_NAME: &str = "shares";
+const SECRETS_NAME: &str = "secrets";
+const PEER_PINS_NAME: &str = "peer_pins";
+const META_NAME: &str = "meta";
+
+const SHARES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(SHARES_NAME);
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new(SECRETS_NAME);
+const PEER_PINS: TableDefinition<&str, &[u8]> = TableDefinition::new(PEER_PINS_NAME);
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_NAME);
+
+/// Domain separator at the start of every record's associated data.
+const AAD_DOMAIN: &[u8] = b"dkms/node-store/v1";
+/// Format version of the records written by this code.
+pub const RECORD_FORMAT_V1: u8 = 1;
+const CANARY_ID: &str = "canary";
+const CANARY_PLAINTEXT: &[u8] = b"dkms node store canary v1";
+/// redb's page cache holds sealed pages only; keep it modest, several nodes may share a host.
+const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("node store database error: {0}")]
+    Db(#[source] Box<redb::Error>),
+    #[error("creating the node store file {path}: {source}")]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the node store {path} was sealed under a different key than the configured sealer \
+         ({sealer}): wrong key file or passphrase?"
+    )]
+    WrongSealingKey { path: PathBuf, sealer: String },
+    #[error("sealing a record for table {table}: {source}")]
+    Seal {
+        table: &'static str,
+        #[source]
+        source: SealError,
+    },
+    #[error("record {id} in table {table} could not be opened: {source}")]
+    Unreadable {
+        table: &'static str,
+        id: String,
+        #[source]
+        source: SealError,
+    },
+    #[error("record {id} in table {table} has unsupported format version {version}")]
+    UnsupportedRecordVersion {
+        table: &'static str,
+        id: String,
+        version: u8,
+    },
+    #[error("record {id} in table {table} is malformed: {reason}")]
+    Malformed {
+        table: &'static str,
+        id: String,
+        reason: &'static str,
+    },
+    #[error("a record with this id already exists")]
+    AlreadyExists,
+    #[error("peer {tag} is pinned to a different encryption key")]
+    PinMismatch { tag: String },
+    #[error("the operating system random number generator failed: {0}")]
+    Random(String),
+}
+
+fn db<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(Box::new(e.into()))
+}
+
+/// The node's sealed store. `Send + Sync`: share it as `Arc<NodeStore>` and call it from
+/// blocking threads (`spawn_blocking`); redb serialises writers and lets readers run alongside.
+pub struct NodeStore {
+    db: redb::Database,
+    sealer: Arc<dyn Sealer>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for NodeStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeStore")
+            .field("path", &self.path)
+            .field("sealer", &self.sealer.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeStore {
+    /// Opens the store at `path`, creating it (file mode 0600) if absent.
+    ///
+    /// On first open a sealed canary is written; later opens check it, so a wrong key file or
+    /// passphrase fails here with [`StoreError::WrongSealingKey`] instead of on the first read.
+    /// The parent directory must exist. The file is locked: a second open of the same store,
+    /// in this process or another, fails until the first is dropped.
+    pub fn open(path: &Path, sealer: Arc<dyn Sealer>) -> Result<Self, StoreError> {
+        create_private_empty_file(path)?;
+        let database = redb::Database::builder()
+            .set_cache_size(CACHE_SIZE_BYTES)
+            .create(path)
+            .map_err(db)?;
+        let store = Self {
+            db: database,
+            sealer,
+            path: path.to_path_buf(),
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// Creates the tables (read transactions cannot open a missing table) and writes or
+    /// checks the canary, in one transaction.
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let existing = {
+            let _ = txn.open_table(SHARES).map_err(db)?;
+            let _ = txn.open_table(SECRETS).map_err(db)?;
+            let _ = txn.open_table(PEER_PINS).map_err(db)?;
+            let meta = txn.open_table(META).map_err(db)?;
+            meta.get(CANARY_ID).map_err(db)?.map(|g| g.value().to_vec())
+        };
+        match existing {
+            Some(stored) => {
+                let ok = self
+                    .open_record(META_NAME, CANARY_ID.as_bytes(), &stored)
+                    .is_ok_and(|pt| pt.as_slice() == CANARY_PLAINTEXT);
+                if !ok {
+                    txn.abort().map_err(db)?;
+                    return Err(StoreError::WrongSealingKey {
+                        path: self.path.clone(),
+                        sealer: self.sealer.describe(),
+                    });
+                }
+            }
+            None => {
+                let sealed = self.seal_record(META_NAME, CANARY_ID.as_bytes(), CANARY_PLAINTEXT)?;
+                let mut meta = txn.open_table(META).map_err(db)?;
+                meta.insert(CANARY_ID, sealed.as_slice()).map_err(db)?;
+            }
+        }
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Writes a key share once, atomically (one redb write transaction).
+    /// `Err(StoreError::AlreadyExists)` if the key id is present: a share is never silently
+    /// overwritten (a refresh that swaps shares will need its own atomic replace).
+    pub fn put_share(&self, key_id: &uuid::Uuid, share: &[u8]) -> Result<(), StoreError> {
+        // Seal before taking the write lock; sealing 500 KB is the slow part.
+        let sealed = self.seal_record(SHARES_NAME, key_id.as_bytes(), share)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        let inserted = {
+            let mut table = txn.open_table(SHARES).map_err(db)?;
+            if table.get(key_id.as_bytes()).map_err(db)?.is_some() {
+                false
+            } else {
+                table
+                    .insert(key_id.as_bytes(), sealed.as_slice())
+                    .map_err(db)?;
+                true
+            }
+        };
+        if !inserted {
+            txn.abort().map_err(db)?;
+            return Err(StoreError::AlreadyExists);
+        }
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Reads and opens a key share; `None` if there is none for this key id.
+    pub fn get_share(&self, key_id: &uuid::Uuid) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(SHARES).map_err(db)?;
+        let Some(guard) = table.get(key_id.as_bytes()).map_err(db)? else {
+            return Ok(None);
+        };
+        self.open_record(SHARES_NAME, key_id.as_bytes(), guard.value())
+            .map(Some)
+    }
+
+    /// Deletes a key share; `true` if there was one.
+    pub fn delete_share(&self, key_id: &uuid::Uuid) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let existed = {
+            let mut table = txn.open_table(SHARES).map_err(db)?;
+            table.remove(key_id.as_bytes()).map_err(db)?.is_some()
+        };
+        txn.commit().map_err(db)?;
+        Ok(existed)
+    }
+
+    /// The key ids of all stored shares, in byte order. Shares are not opened.
+    pub fn list_shares(&self) -> Result<Vec<uuid::Uuid>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(SHARES).map_err(db)?;
+        let mut ids = Vec::new();
+        for entry in table.iter().map_err(db)? {
+            let (key, _) = entry.map_err(db)?;
+            ids.push(uuid::Uuid::from_bytes(*key.value()));
+        }
+        Ok(ids)
+    }
+
+    /// Generic sealed singleton records (identity keys etc.).
+    ///
+    /// Written once, like shares: `Err(StoreError::AlreadyExists)` if `name` is present, so a
+    /// long-term secret such as the node identity is never silently replaced.
+    pub fn put_secret(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let sealed = self.seal_record(SECRETS_NAME, name.as_bytes(), value)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        let inserted = {
+            let mut table = txn.open_table(SECRETS).map_err(db)?;
+            if table.get(name).map_err(db)?.is_some() {
+                false
+            } else {
+                table.insert(name, sealed.as_slice()).map_err(db)?;
+                true
+            }
+        };
+        if !inserted {
+            txn.abort().map_err(db)?;
+            return Err(StoreError::AlreadyExists);
+        }
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Reads and opens a singleton secret; `None` if there is none of that name.
+    pub fn get_secret(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(SECRETS).map_err(db)?;
+        let Some(guard) = table.get(name).map_err(db)? else {
+            return Ok(None);
+        };
+        self.open_record(SECRETS_NAME, name.as_bytes(), guard.value())
+            .map(Some)
+    }
+
+    /// Trust-on-first-use pin of a peer node's X25519 key: stores it if the tag is new; Ok if
+    /// equal; `Err(StoreError::PinMismatch{tag})` if a different key is pinned.
+    ///
+    /// The key is public, but it is sealed all the same so that whoever can write the file
+    /// cannot swap in a key of their own.
+    pub fn pin_peer(&self, tag: &str, encryption_key: &[u8; 32]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        let existing = {
+            let table = txn.open_table(PEER_PINS).map_err(db)?;
+            table.get(tag).map_err(db)?.map(|g| g.value().to_vec())
+        };
+        if let Some(stored) = existing {
+            let pinned = self.open_record(PEER_PINS_NAME, tag.as_bytes(), &stored);
+            txn.abort().map_err(db)?;
+            return if pinned?.as_slice() == encryption_key.as_slice() {
+                Ok(())
+            } else {
+                Err(StoreError::PinMismatch {
+                    tag: tag.to_owned(),
+                })
+            };
+        }
+        let sealed = self.seal_record(PEER_PINS_NAME, tag.as_bytes(), encryption_key)?;
+        {
+            let mut table = txn.open_table(PEER_PINS).map_err(db)?;
+            table.insert(tag, sealed.as_slice()).map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    fn seal_record(
+        &self,
+        table: &'static str,
+        id: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let aad = record_aad(table, id, RECORD_FORMAT_V1);
+        let sealed = self
+            .sealer
+            .seal(&aad, plaintext)
+            .map_err(|source| StoreError::Seal { table, source })?;
+        let mut stored = Vec::with_capacity(1 + sealed.len());
+        stored.push(RECORD_FORMAT_V1);
+        stored.extend_from_slice(&sealed);
+        Ok(stored)
+    }
+
+    fn open_record(
+        &self,
+        table: &'static str,
+        id: &[u8],
+        stored: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let Some((&version, sealed)) = stored.split_first() else {
+            return Err(StoreError::Malformed {
+                table,
+                id: display_id(table, id),
+                reason: "empty value",
+            });
+        };
+        if version != RECORD_FORMAT_V1 {
+            return Err(StoreError::UnsupportedRecordVersion {
+                table,
+                id: display_id(table, id),
+                version,
+            });
+        }
+        self.sealer
+            .open(&record_aad(table, id, version), sealed)
+            .map_err(|source| StoreError::Unreadable {
+                table,
+                id: display_id(table, id),
+                source,
+            })
+    }
+}
+
+/// `"dkms/node-store/v1" ‖ len ‖ table ‖ len ‖ id ‖ version`, lengths as big-endian u32.
+fn record_aad(table: &str, id: &[u8], version: u8) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 8 + table.len() + id.len() + 1);
+    aad.extend_from_slice(AAD_DOMAIN);
+    for part in [table.as_bytes(), id] {
+        // Ids come from our own tables and are short; saturate rather than panic.
+        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        aad.extend_from_slice(&len.to_be_bytes());
+        aad.extend_from_slice(part);
+    }
+    aad.push(version);
+    aad
+}
+
+/// Record id for error messages: a UUID for shares, the name otherwise.
+fn display_id(table: &str, id: &[u8]) -> String {
+    match <[u8; 16]>::try_from(id) {
+        Ok(bytes) if table == SHARES_NAME => uuid::Uuid::from_bytes(bytes).to_string(),
+        _ => String::from_utf8_lossy(id).into_owned(),
+    }
+}
+
+/// Pre-creates the database file owner-only, since redb would create it with the umask's mode.
+fn create_private_empty_file(path: &Path) -> Result<(), StoreError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::CreateFile {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::sealer::SoftwareSealer;
+
+    fn sealer(dir: &tempfile::TempDir, name: &str) -> Arc<dyn Sealer> {
+        Arc::new(SoftwareSealer::from_key_file(&dir.path().join(name)).unwrap())
+    }
+
+    fn id(n: u8) -> uuid::Uuid {
+        uuid::Uuid::from_bytes([n; 16])
+    }
+
+    fn big_share(seed: u8) -> Vec<u8> {
+        (0..400_000u32)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<NodeStore>();
+        assert_send_sync::<Arc<NodeStore>>();
+    }
+
+    #[test]
+    fn shares_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let s = sealer(&dir, "seal.key");
+        let share = big_share(1);
+        {
+            let store = NodeStore::open(&path, s.clone()).unwrap();
+            assert!(store.list_shares().unwrap().is_empty());
+            assert!(store.get_share(&id(1)).unwrap().is_none());
+            store.put_share(&id(1), &share).unwrap();
+            store.put_share(&id(2), b"small").unwrap();
+            store.put_secret("identity", b"sekrit").unwrap();
+            store.pin_peer("node-b", &[5; 32]).unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let store = NodeStore::open(&path, s).unwrap();
+        assert_eq!(
+            store.get_share(&id(1)).unwrap().unwrap().as_slice(),
+            &share[..]
+        );
+        assert_eq!(
+            store.get_share(&id(2)).unwrap().unwrap().as_slice(),
+            b"small"
+        );
+        assert_eq!(store.list_shares().unwrap(), vec![id(1), id(2)]);
+        assert_eq!(
+            store.get_secret("identity").unwrap().unwrap().as_slice(),
+            b"sekrit"
+        );
+        assert!(store.get_secret("other").unwrap().is_none());
+        store.pin_peer("node-b", &[5; 32]).unwrap();
+
+        assert!(store.delete_share(&id(1)).unwrap());
+        assert!(!store.delete_share(&id(1)).unwrap());
+        assert!(store.get_share(&id(1)).unwrap().is_none());
+        assert_eq!(store.list_shares().unwrap(), vec![id(2)]);
+    }
+
+    #[test]
+    fn values_are_not_stored_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let marker = b"THIS-IS-A-VERY-RECOGNISABLE-SHARE-MARKER".repeat(100);
+        {
+            let store = NodeStore::open(&path, sealer(&dir, "k")).unwrap();
+            store.put_share(&id(1), &marker).unwrap();
+            store.put_secret("s", &marker).unwrap();
+        }
+        let raw = std::fs::read(&path).unwrap();
+        assert!(!raw.windows(40).any(|w| w == &marker[..40]));
+    }
+
+    #[test]
+    fn put_share_twice_is_already_exists_and_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        store.put_share(&id(1), b"first").unwrap();
+        assert!(matches!(
+            store.put_share(&id(1), b"second"),
+            Err(StoreError::AlreadyExists)
+        ));
+        assert_eq!(
+            store.get_share(&id(1)).unwrap().unwrap().as_slice(),
+            b"first"
+        );
+        store.put_secret("n", b"one").unwrap();
+        assert!(matches!(
+            store.put_secret("n", b"two"),
+            Err(StoreError::AlreadyExists)
+        ));
+        assert_eq!(store.get_secret("n").unwrap().unwrap().as_slice(), b"one");
+    }
+
+    #[test]
+    fn wrong_sealer_key_fails_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = NodeStore::open(&path, sealer(&dir, "a")).unwrap();
+            store.put_share(&id(1), b"share").unwrap();
+        }
+        let err = NodeStore::open(&path, sealer(&dir, "b")).unwrap_err();
+        assert!(matches!(err, StoreError::WrongSealingKey { .. }), "{err}");
+        assert!(err.to_string().contains("wrong key file or passphrase"));
+        // The right key still works afterwards.
+        let store = NodeStore::open(&path, sealer(&dir, "a")).unwrap();
+        assert_eq!(
+            store.get_share(&id(1)).unwrap().unwrap().as_slice(),
+            b"share"
+        );
+    }
+
+    #[test]
+    fn wrong_sealer_key_fails_on_read_not_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let store = NodeStore::open(&path, sealer(&dir, "a")).unwrap();
+            store.put_share(&id(1), b"share").unwrap();
+            store.put_secret("s", b"secret").unwrap();
+        }
+        // Bypass the canary check to see what a read does under the wrong key.
+        let store = NodeStore {
+            db: redb::Database::create(&path).unwrap(),
+            sealer: sealer(&dir, "b"),
+            path: path.clone(),
+        };
+        assert!(matches!(
+            store.get_share(&id(1)),
+            Err(StoreError::Unreadable {
+                source: SealError::Decrypt,
+                ..
+            })
+        ));
+        assert!(matches!(
+            store.get_secret("s"),
+            Err(StoreError::Unreadable { .. })
+        ));
+    }
+
+    /// Copies the raw stored bytes of one record over another through redb directly.
+    fn copy_share_raw(store: &NodeStore, from: &uuid::Uuid, to: &uuid::Uuid) {
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(SHARES).unwrap();
+            let raw = t.get(from.as_bytes()).unwrap().unwrap().value().to_vec();
+            t.insert(to.as_bytes(), raw.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_sealed_value_moved_to_another_record_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        store.put_share(&id(1), b"share one").unwrap();
+        store.put_share(&id(2), b"share two").unwrap();
+
+        // Share 1's value over share 2 (an existing record) and over a new id.
+        copy_share_raw(&store, &id(1), &id(2));
+        copy_share_raw(&store, &id(1), &id(3));
+        assert_eq!(
+            store.get_share(&id(1)).unwrap().unwrap().as_slice(),
+            b"share one"
+        );
+        for target in [id(2), id(3)] {
+            let err = store.get_share(&target).unwrap_err();
+            assert!(matches!(err, StoreError::Unreadable { .. }), "{err}");
+            assert!(err.to_string().contains(&target.to_string()));
+        }
+
+        // Across tables: a share's bytes under a secret's name, and between secret names.
+        store.put_secret("a", b"secret a").unwrap();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let shares = txn.open_table(SHARES).unwrap();
+            let raw_share = shares
+                .get(id(1).as_bytes())
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            let mut secrets = txn.open_table(SECRETS).unwrap();
+            let raw_a = secrets.get("a").unwrap().unwrap().value().to_vec();
+            secrets.insert("b", raw_a.as_slice()).unwrap();
+            secrets.insert("c", raw_share.as_slice()).unwrap();
+            let mut pins = txn.open_table(PEER_PINS).unwrap();
+            pins.insert("peer", raw_a.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        assert!(matches!(
+            store.get_secret("b"),
+            Err(StoreError::Unreadable { .. })
+        ));
+        assert!(matches!(
+            store.get_secret("c"),
+            Err(StoreError::Unreadable { .. })
+        ));
+        assert!(matches!(
+            store.pin_peer("peer", &[0; 32]),
+            Err(StoreError::Unreadable { .. })
+        ));
+        assert_eq!(
+            store.get_secret("a").unwrap().unwrap().as_slice(),
+            b"secret a"
+        );
+    }
+
+    #[test]
+    fn a_changed_record_version_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        store.put_share(&id(1), b"share").unwrap();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(SHARES).unwrap();
+            let mut raw = t.get(id(1).as_bytes()).unwrap().unwrap().value().to_vec();
+            raw[0] = 2;
+            t.insert(id(1).as_bytes(), raw.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        assert!(matches!(
+            store.get_share(&id(1)),
+            Err(StoreError::UnsupportedRecordVersion { version: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn pin_peer_is_trust_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        store.pin_peer("node-a", &[1; 32]).unwrap();
+        store.pin_peer("node-a", &[1; 32]).unwrap();
+        store.pin_peer("node-b", &[2; 32]).unwrap();
+        let err = store.pin_peer("node-a", &[2; 32]).unwrap_err();
+        assert!(matches!(&err, StoreError::PinMismatch { tag } if tag == "node-a"));
+        // The original pin stays.
+        store.pin_peer("node-a", &[1; 32]).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_from_many_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap());
+        let handles: Vec<_> = (0..8u8)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    store.put_share(&id(n), &big_share(n)).unwrap();
+                    // Everyone races for the same id: exactly one wins.
+                    store.put_share(&id(100), &[n]).is_ok()
+                })
+            })
+            .collect();
+        let wins = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|&won| won)
+            .count();
+        assert_eq!(wins, 1);
+        assert_eq!(store.list_shares().unwrap().len(), 9);
+        for n in 0..8u8 {
+            assert_eq!(
+                store.get_share(&id(n)).unwrap().unwrap().as_slice(),
+                &big_share(n)[..]
+            );
+        }
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = sealer(&dir, "k");
+        let _store = NodeStore::open(&path, s.clone()).unwrap();
+        assert!(matches!(NodeStore::open(&path, s), Err(StoreError::Db(_))));
+    }
+
+    /// A share record written by format v1 (sealer key `[0x42; 32]`, share id `[7; 16]`).
+    /// Must keep opening: stored formats are never silently changed.
+    const SHARE_RECORD_V1_FIXTURE: &str = "010140126523c70a718b59938ff8bc52a434929137743e6c2842c9c2\
+        cca2f558dff4ebc6bcaa2e9f917da9b03fcce0aaef047be936b20786700a9e92475306";
+
+    #[test]
+    fn share_record_v1_fixture_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SoftwareSealer::from_raw_key_for_tests([0x42; 32]));
+        let store = NodeStore::open(&dir.path().join("db"), sealer).unwrap();
+        let stored = hex::decode(SHARE_RECORD_V1_FIXTURE).unwrap();
+        let opened = store.open_record(SHARES_NAME, &[7; 16], &stored).unwrap();
+        assert_eq!(opened.as_slice(), b"dkms share fixture v1");
+        assert!(store.open_record(SHARES_NAME, &[8; 16], &stored).is_err());
+    }
+
+    #[test]
+    fn record_aad_is_unambiguous() {
+        assert_ne!(record_aad("ab", b"c", 1), record_aad("a", b"bc", 1));
+        assert_ne!(record_aad("a", b"b", 1), record_aad("a", b"b", 2));
+        assert!(record_aad("shares", b"x", 1).starts_with(AAD_DOMAIN));
+    }
+}

@@ -1,0 +1,158 @@
+//! REST bodies of the public API (API.md). Field names are camelCase on the wire.
+//!
+//! Request bodies keep loosely typed fields (`i64`, `String`) where API.md promises a
+//! specific error message for a bad value: the gateway parses them into the domain
+//! newtypes itself and says exactly what is wrong.
+
+use serde::{Deserialize, Serialize};
+
+/// Every response body, success or failure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<T> {
+    pub error_code: String,
+    pub error_message: String,
+    pub data: Option<T>,
+    pub success: bool,
+}
+
+impl<T> Envelope<T> {
+    pub fn ok(data: T) -> Self {
+        Envelope {
+            error_code: "200".into(),
+            error_message: "success".into(),
+            data: Some(data),
+            success: true,
+        }
+    }
+
+    pub fn err(code: crate::ErrorCode, message: impl Into<String>) -> Self {
+        Envelope {
+            error_code: code.as_str().into(),
+            error_message: message.into(),
+            data: None,
+            success: false,
+        }
+    }
+}
+
+/// `POST /api/mappic/pod/createPod`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatePodRequest {
+    pub node_tag: String,
+}
+
+/// One node as `GET /api/mappic/pod/list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodInfo {
+    pub node_tag: String,
+    /// `PENDING` until the node has joined and proved its identity, then `ACTIVE`.
+    pub status: String,
+    pub connected: bool,
+    /// Hex of the node's Ed25519 identity key, once joined.
+    pub signing_key: Option<String>,
+    /// Hex of the node's X25519 encryption key, once joined.
+    pub encryption_key: Option<String>,
+    pub created_at: String,
+}
+
+/// The join token a deployment hands to a new node (returned by `pod/joinToken`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinTokenResponse {
+    pub node_tag: String,
+    pub join_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyParams {
+    #[serde(rename = "type")]
+    pub key_type: String,
+    #[serde(default)]
+    pub length: Option<i64>,
+}
+
+/// `POST /api/mappic/dkms/key/gen`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyGenRequest {
+    pub key_params: KeyParams,
+    pub service_participants: Vec<String>,
+    pub threshold: i64,
+    pub total_shares: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyGenResponse {
+    pub key_id: String,
+}
+
+/// `GET /api/mappic/dkms/key/get?keyId=...`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub status: String,
+    /// PEM SubjectPublicKeyInfo, null until FINISHED.
+    pub public_key: Option<String>,
+    /// SEC1 compressed public key as hex, null until FINISHED.
+    pub public_key_hex: Option<String>,
+    pub error_message: Option<String>,
+    pub error_code: Option<String>,
+    /// EIP-55 Ethereum address for secp256k1 keys.
+    pub address: Option<String>,
+    pub key_type: String,
+    pub threshold: u8,
+    pub total_shares: u8,
+    pub service_participants: Vec<String>,
+    pub created_at: String,
+}
+
+/// `POST /api/mappic/dkms/sign/req`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignRequest {
+    pub digest_hex: String,
+    pub key_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignRequestResponse {
+    pub instance_id: String,
+}
+
+/// `GET /api/mappic/dkms/sign/get?instanceId=...`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInfo {
+    pub instance_id: String,
+    pub key_id: String,
+    pub digest_hex: String,
+    pub status: String,
+    /// `r ‖ s ‖ v` as hex (65 bytes), null until FINISHED.
+    pub sign: Option<String>,
+    pub r: Option<String>,
+    pub s: Option<String>,
+    pub v: Option<u8>,
+    /// DER encoding of (r, s) as hex.
+    pub der: Option<String>,
+    pub error_message: Option<String>,
+    pub error_code: Option<String>,
+    /// Tags of the nodes that took part in the signing session.
+    pub signers: Vec<String>,
+    pub created_at: String,
+}
+
+/// `GET /api/health`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub connected_nodes: Vec<String>,
+}

@@ -1,0 +1,242 @@
+//! Validated newtypes. Requests are parsed into these at the edge so that the rest of
+//! the code never handles an unchecked tag, id or digest.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a value did not parse; the message is safe to show to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+/// A node's tag: 1–64 characters of `[A-Za-z0-9_-]` (API.md, "Nodes").
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeTag(String);
+
+impl NodeTag {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for NodeTag {
+    type Error = ParseError;
+
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(ParseError(format!(
+                "node tag must be 1 to {} characters long, got {}",
+                Self::MAX_LEN,
+                s.chars().count()
+            )));
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        {
+            return Err(ParseError(format!(
+                "node tag may contain only letters, digits, '_' and '-', found {bad:?}"
+            )));
+        }
+        Ok(NodeTag(s))
+    }
+}
+
+impl FromStr for NodeTag {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        NodeTag::try_from(s.to_owned())
+    }
+}
+
+impl From<NodeTag> for String {
+    fn from(t: NodeTag) -> String {
+        t.0
+    }
+}
+
+impl fmt::Display for NodeTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A key id (also the id of the key-generation task): a UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(pub uuid::Uuid);
+
+impl KeyId {
+    pub fn new_random() -> Self {
+        KeyId(uuid::Uuid::new_v4())
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        uuid::Uuid::parse_str(s.trim())
+            .map(KeyId)
+            .map_err(|_| ParseError(format!("{s:?} is not a valid id (expected a UUID)")))
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A 32-byte message digest to be signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest32(pub [u8; 32]);
+
+impl Digest32 {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl FromStr for Digest32 {
+    type Err = ParseError;
+
+    /// Accepts 64 hex characters, with or without a `0x` prefix.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let body = s
+            .strip_prefix("0x")
+            .or_else(|| s.strip_prefix("0X"))
+            .unwrap_or(s);
+        if body.len() != 64 {
+            return Err(ParseError(format!(
+                "digestHex must be 32 bytes as 64 hex characters (optional 0x prefix), got {} characters",
+                body.len()
+            )));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(body, &mut out)
+            .map_err(|_| ParseError("digestHex contains a character that is not hex".into()))?;
+        Ok(Digest32(out))
+    }
+}
+
+/// Key types of API.md. Only the ones a scheme implements are accepted by the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyType {
+    #[serde(rename = "ECDSA_K1")]
+    EcdsaK1,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::EcdsaK1 => "ECDSA_K1",
+        }
+    }
+}
+
+impl FromStr for KeyType {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "ECDSA_K1" => Ok(KeyType::EcdsaK1),
+            "ECDSA_R1" | "EDDSA_ED25519" | "SCHNORR_BIP340" => Err(ParseError(format!(
+                "key type {s} is not supported yet; supported: ECDSA_K1"
+            ))),
+            other => Err(ParseError(format!(
+                "unknown key type {other:?}; supported: ECDSA_K1"
+            ))),
+        }
+    }
+}
+
+/// The state of a task (key generation or signing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TaskStatus {
+    Init,
+    Processing,
+    Finished,
+    Failed,
+    PendingApproval,
+    Rejected,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Init => "INIT",
+            TaskStatus::Processing => "PROCESSING",
+            TaskStatus::Finished => "FINISHED",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::PendingApproval => "PENDING_APPROVAL",
+            TaskStatus::Rejected => "REJECTED",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Finished | TaskStatus::Failed | TaskStatus::Rejected
+        )
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Ok(match s {
+            "INIT" => TaskStatus::Init,
+            "PROCESSING" => TaskStatus::Processing,
+            "FINISHED" => TaskStatus::Finished,
+            "FAILED" => TaskStatus::Failed,
+            "PENDING_APPROVAL" => TaskStatus::PendingApproval,
+            "REJECTED" => TaskStatus::Rejected,
+            other => return Err(ParseError(format!("unknown task status {other:?}"))),
+        })
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_tags() {
+        assert!("mappic234".parse::<NodeTag>().is_ok());
+        assert!("a_b-C9".parse::<NodeTag>().is_ok());
+        assert!("".parse::<NodeTag>().is_err());
+        assert!("a b".parse::<NodeTag>().is_err());
+        assert!("a/b".parse::<NodeTag>().is_err());
+        assert!("é".parse::<NodeTag>().is_err());
+        assert!("x".repeat(64).parse::<NodeTag>().is_ok());
+        assert!("x".repeat(65).parse::<NodeTag>().is_err());
+        assert!(serde_json::from_str::<NodeTag>("\"bad tag\"").is_err());
+    }
+
+    #[test]
+    fn digests() {
+        let hex64 = "ab".repeat(32);
+        assert_eq!("ab".repeat(32).parse::<Digest32>().unwrap().0, [0xab; 32]);
+        assert!(format!("0x{hex64}").parse::<Digest32>().is_ok());
+        assert!("ab".repeat(31).parse::<Digest32>().is_err());
+        assert!("zz".repeat(32).parse::<Digest32>().is_err());
+        assert!("ab".repeat(33).parse::<Digest32>().is_err());
+    }
+
+    #[test]
+    fn key_types() {
+        assert_eq!("ECDSA_K1".parse::<KeyType>().unwrap(), KeyType::EcdsaK1);
+        assert!("RSA".parse::<KeyType>().is_err());
+        assert!("ecdsa_k1".parse::<KeyType>().is_err());
+    }
+}

@@ -1,0 +1,99 @@
+//! Stable error codes of the public API (API.md, "Envelope").
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code. Clients match on these strings, so a variant's
+/// spelling never changes once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    InvalidParameter,
+    Unauthenticated,
+    Forbidden,
+    PolicyDenied,
+    KeyNotFound,
+    TaskNotFound,
+    NodeNotFound,
+    NodeUnavailable,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    KeyNotReady,
+    ProtocolFailed,
+    Timeout,
+    Overloaded,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that goes with the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidParameter => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden | ErrorCode::PolicyDenied => 403,
+            ErrorCode::KeyNotFound
+            | ErrorCode::TaskNotFound
+            | ErrorCode::NodeNotFound
+            | ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Conflict | ErrorCode::KeyNotReady => 409,
+            ErrorCode::NodeUnavailable | ErrorCode::Overloaded => 503,
+            ErrorCode::Timeout => 504,
+            ErrorCode::ProtocolFailed | ErrorCode::Internal => 500,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidParameter => "INVALID_PARAMETER",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::Forbidden => "FORBIDDEN",
+            ErrorCode::PolicyDenied => "POLICY_DENIED",
+            ErrorCode::KeyNotFound => "KEY_NOT_FOUND",
+            ErrorCode::TaskNotFound => "TASK_NOT_FOUND",
+            ErrorCode::NodeNotFound => "NODE_NOT_FOUND",
+            ErrorCode::NodeUnavailable => "NODE_UNAVAILABLE",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::KeyNotReady => "KEY_NOT_READY",
+            ErrorCode::ProtocolFailed => "PROTOCOL_FAILED",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// Parses the wire spelling back; unknown codes give `None`.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_spelling_round_trips() {
+        for code in [
+            ErrorCode::InvalidParameter,
+            ErrorCode::NodeUnavailable,
+            ErrorCode::KeyNotFound,
+            ErrorCode::Internal,
+        ] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(ErrorCode::parse("NOPE"), None);
+    }
+}

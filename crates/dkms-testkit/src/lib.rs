@@ -1,0 +1,246 @@
+//! Starts a real dkms stack for tests: a `dkms gateway` process and `dkms node`
+//! processes on loopback, each test with its own directory and database, and hands the
+//! test a ready client. Nodes can be killed and restarted to exercise failures.
+
+use anyhow::{Context, Result, anyhow, bail};
+use dkms_client::{Client, Method, RawBody};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use dkms_client;
+
+/// A running gateway with its nodes. Everything is killed on drop.
+pub struct Stack {
+    pub client: Client,
+    pub url: String,
+    pub token: String,
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    gateway: Option<Child>,
+    nodes: BTreeMap<String, Child>,
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn log_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+impl Stack {
+    /// Starts a gateway and `nodes` nodes tagged `node1`..`nodeN`, all connected.
+    pub async fn start(bin: impl AsRef<Path>, nodes: usize) -> Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("dkms-test-").tempdir()?;
+        let mut stack = Stack {
+            client: Client::new("http://127.0.0.1:1", "none")?,
+            url: String::new(),
+            token: String::new(),
+            dir,
+            bin: bin.as_ref().to_path_buf(),
+            port: 0,
+            gateway: None,
+            nodes: BTreeMap::new(),
+        };
+        stack.start_gateway().await?;
+        let tags: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
+        for t in &tags {
+            stack.add_node(t).await?;
+        }
+        stack.wait_connected(&tags, Duration::from_secs(30)).await?;
+        Ok(stack)
+    }
+
+    pub fn gateway_log(&self) -> PathBuf {
+        self.dir.path().join("gateway.log")
+    }
+
+    pub fn gateway_db(&self) -> PathBuf {
+        self.dir.path().join("gateway.db")
+    }
+
+    pub fn node_dir(&self, tag: &str) -> PathBuf {
+        self.dir.path().join("nodes").join(tag)
+    }
+
+    /// (Re)starts the gateway process on its port, with the same database.
+    pub async fn start_gateway(&mut self) -> Result<()> {
+        if self.port == 0 {
+            self.port = free_port()?;
+        }
+        let log = log_file(&self.gateway_log())?;
+        let child = Command::new(&self.bin)
+            .arg("gateway")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", self.gateway_db().display()))
+            .arg("--admin-token-file")
+            .arg(self.dir.path().join("admin.token"))
+            .env("RUST_LOG", "debug,sqlx=warn,hyper=info,tungstenite=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the gateway")?;
+        self.gateway = Some(child);
+        self.url = format!("http://127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let token_file = self.dir.path().join("admin.token");
+        loop {
+            if let (Ok(token), Ok(c)) = (
+                std::fs::read_to_string(&token_file),
+                Client::new(&self.url, "probe"),
+            ) && c.health().await.is_ok()
+            {
+                self.token = token.trim().to_owned();
+                self.client = Client::new(&self.url, &self.token)?;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "gateway did not come up; log:\n{}",
+                    std::fs::read_to_string(self.gateway_log()).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs the gateway.
+    pub fn kill_gateway(&mut self) {
+        if let Some(mut c) = self.gateway.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Registers `tag` with createPod and starts its node with a fresh join token.
+    pub async fn add_node(&mut self, tag: &str) -> Result<()> {
+        self.client
+            .create_pod(tag)
+            .await
+            .map_err(|e| anyhow!("createPod {tag}: {e}"))?;
+        let body = serde_json::json!({ "nodeTag": tag }).to_string();
+        let (status, env) = self
+            .client
+            .raw(
+                Method::POST,
+                "/api/mappic/pod/joinToken",
+                Some(RawBody::new("application/json", body)),
+                &[],
+            )
+            .await
+            .map_err(|e| anyhow!("joinToken {tag}: {e}"))?;
+        let token = env["data"]["joinToken"]
+            .as_str()
+            .ok_or_else(|| anyhow!("joinToken answered {status}: {env}"))?
+            .to_owned();
+        self.spawn_node(tag, Some(&token))
+    }
+
+    fn spawn_node(&mut self, tag: &str, join_token: Option<&str>) -> Result<()> {
+        let dir = self.node_dir(tag);
+        std::fs::create_dir_all(&dir)?;
+        let log = log_file(&dir.join("node.log"))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("node")
+            .arg("--tag")
+            .arg(tag)
+            .arg("--gateway-url")
+            .arg(format!("ws://127.0.0.1:{}/api/node/link", self.port))
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .env("RUST_LOG", "debug")
+            .env_remove("DKMS_JOIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(t) = join_token {
+            cmd.env("DKMS_JOIN_TOKEN", t);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting node {tag}"))?;
+        self.nodes.insert(tag.to_owned(), child);
+        Ok(())
+    }
+
+    /// SIGKILLs a node process.
+    pub fn kill_node(&mut self, tag: &str) {
+        if let Some(mut c) = self.nodes.remove(tag) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts a node that has joined before, keeping its data.
+    pub async fn restart_node(&mut self, tag: &str) -> Result<()> {
+        self.kill_node(tag);
+        self.spawn_node(tag, None)?;
+        self.wait_connected(&[tag.to_owned()], Duration::from_secs(30))
+            .await
+    }
+
+    /// Waits until the gateway reports every tag as connected.
+    pub async fn wait_connected(&self, tags: &[String], timeout: Duration) -> Result<()> {
+        self.wait_nodes(timeout, |connected| {
+            tags.iter().all(|t| connected.contains(t))
+        })
+        .await
+    }
+
+    /// Waits until the gateway no longer reports `tag` as connected.
+    pub async fn wait_disconnected(&self, tag: &str, timeout: Duration) -> Result<()> {
+        self.wait_nodes(timeout, |connected| !connected.iter().any(|t| t == tag))
+            .await
+    }
+
+    async fn wait_nodes(&self, timeout: Duration, ready: impl Fn(&[String]) -> bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(h) = self.client.health().await
+                && ready(&h.connected_nodes)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("nodes did not reach the expected state within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every byte the gateway wrote: its database files and its log.
+    pub fn gateway_artifacts(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path())? {
+            let p = entry?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with("gateway") && p.is_file() {
+                out.extend(std::fs::read(&p)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let tags: Vec<String> = self.nodes.keys().cloned().collect();
+        for t in tags {
+            self.kill_node(&t);
+        }
+        self.kill_gateway();
+    }
+}
