@@ -2,6 +2,8 @@
 //! processes, writes the admin token, starts a further node on createPod, and keeps every
 //! key usable across a restart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,8 @@
 //! End to end on real processes: a `dkms gateway` and `dkms node` processes on loopback
 //! generate threshold keys and sign; every signature is checked without dkms code.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

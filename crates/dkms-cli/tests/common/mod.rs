@@ -2,7 +2,7 @@
 //! signature check (k256 over the PEM public key, libsecp256k1 for verification and
 //! address recovery).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use dkms_testkit::dkms_client::{KeyGenRequest, KeyInfo, KeyParams, SignInfo};
 use k256::pkcs8::DecodePublicKey;
