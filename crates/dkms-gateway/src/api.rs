@@ -6,10 +6,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::{AppState, MAX_BODY_BYTES, orchestrator, relay};
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Extension, Json, Router};
 use dkms_proto::api::{
     CreatePodRequest, Envelope, Health, JoinTokenResponse, KeyGenRequest, KeyGenResponse, KeyInfo,
@@ -31,33 +32,92 @@ pub const MAX_WAIT_MS: u64 = 30_000;
 /// How long an `Idempotency-Key` is remembered.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// No bearer token (health, this document, the node link with its in-band proof).
+    Public,
+    /// Behind [`auth::require_token`].
+    Bearer,
+}
+
+/// The HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+}
+
+/// One endpoint: method, path, who may call it, and its handler.
+struct Route {
+    /// Also encoded in `handler`; kept for the OpenAPI test.
+    #[cfg_attr(not(test), allow(dead_code))]
+    verb: Verb,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(verb: Verb, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = match verb {
+        Verb::Get => MethodFilter::GET,
+        Verb::Post => MethodFilter::POST,
+    };
+    Route {
+        verb,
+        path,
+        access,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every endpoint of the gateway, in one place: the router is built from this table, and
+/// a test checks that `openapi.json` documents exactly these.
+fn routes() -> Vec<Route> {
+    use Access::{Bearer, Public};
+    use Verb::{Get, Post};
+    vec![
+        route(Get, "/api/health", Public, health),
+        route(Get, "/api/openapi.json", Public, openapi),
+        route(Get, "/api/node/link", Public, relay::node_link),
+        route(Post, "/api/mappic/pod/createPod", Bearer, create_pod),
+        route(Post, "/api/mappic/pod/joinToken", Bearer, join_token),
+        route(Get, "/api/mappic/pod/list", Bearer, list_pods),
+        route(Post, "/api/mappic/dkms/key/gen", Bearer, key_gen),
+        route(Get, "/api/mappic/dkms/key/get", Bearer, key_get),
+        route(Post, "/api/mappic/dkms/sign/req", Bearer, sign_req),
+        route(Get, "/api/mappic/dkms/sign/get", Bearer, sign_get),
+    ]
+}
+
 pub fn router(state: AppState) -> Router {
-    let authed = Router::new()
-        .route("/api/mappic/pod/createPod", post(create_pod))
-        .route("/api/mappic/pod/joinToken", post(join_token))
-        .route("/api/mappic/pod/list", get(list_pods))
-        .route("/api/mappic/dkms/key/gen", post(key_gen))
-        .route("/api/mappic/dkms/key/get", get(key_get))
-        .route("/api/mappic/dkms/sign/req", post(sign_req))
-        .route("/api/mappic/dkms/sign/get", get(sign_get))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
-    Router::new()
-        .route("/api/health", get(health))
-        .route("/api/openapi.json", get(openapi))
-        .route("/api/node/link", get(relay::node_link))
+    let (mut public, mut authed) = (Router::new(), Router::new());
+    for r in routes() {
+        match r.access {
+            Access::Public => public = public.route(r.path, r.handler),
+            Access::Bearer => authed = authed.route(r.path, r.handler),
+        }
+    }
+    let authed = authed.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
+    public
         .merge(authed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(request_id))
+        // The panic catcher sits inside the request-id layer so a 500 still carries the id.
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::internal("handler panicked").into_response()
             },
         ))
+        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
@@ -110,10 +170,13 @@ async fn health(State(state): State<AppState>) -> Json<Envelope<Health>> {
     })
 }
 
+/// The OpenAPI document served at `/api/openapi.json`.
+const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
 async fn openapi() -> Response {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        include_str!("../openapi.json"),
+        OPENAPI_JSON,
     )
         .into_response()
 }
@@ -456,7 +519,7 @@ struct KeyQuery {
 fn parse_id(raw: Option<&str>, name: &str) -> ApiResult<KeyId> {
     let raw = raw
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::invalid(format!("query parameter {name} is required")))?;
+        .ok_or_else(|| ApiError::invalid(format!("{name} is required")))?;
     raw.parse()
         .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("{name}: {e}")))
 }
@@ -638,4 +701,163 @@ fn sign_info(row: dkms_store::SignRow) -> ApiResult<SignInfo> {
         signers: row.signers,
         created_at: rfc3339(row.created_at),
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    fn document() -> Value {
+        serde_json::from_str(OPENAPI_JSON).expect("openapi.json is valid JSON")
+    }
+
+    fn operation_key(verb: Verb) -> &'static str {
+        match verb {
+            Verb::Get => "get",
+            Verb::Post => "post",
+        }
+    }
+
+    const HTTP_METHODS: &[&str] = &[
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    /// (method, path) of every operation in the document.
+    fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+        let paths = doc["paths"].as_object().expect("`paths` is an object");
+        let mut ops = BTreeSet::new();
+        for (path, item) in paths {
+            let item = item.as_object().expect("a path item is an object");
+            for method in item.keys().filter(|k| HTTP_METHODS.contains(&k.as_str())) {
+                ops.insert((method.clone(), path.clone()));
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn openapi_documents_exactly_the_routes() {
+        let doc = document();
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1")),
+            "the document must be OpenAPI 3.1"
+        );
+        let registered: BTreeSet<(String, String)> = routes()
+            .iter()
+            .map(|r| (operation_key(r.verb).to_owned(), r.path.to_owned()))
+            .collect();
+        assert_eq!(registered.len(), routes().len(), "a route is listed twice");
+        let documented = documented_operations(&doc);
+        let undocumented: Vec<_> = registered.difference(&documented).collect();
+        let phantom: Vec<_> = documented.difference(&registered).collect();
+        assert!(
+            undocumented.is_empty() && phantom.is_empty(),
+            "openapi.json is out of step with the router: registered but not documented: \
+             {undocumented:?}; documented but not registered: {phantom:?}"
+        );
+    }
+
+    #[test]
+    fn openapi_security_matches_route_access() {
+        let doc = document();
+        assert!(doc["components"]["securitySchemes"]["bearerAuth"].is_object());
+        assert_eq!(doc["security"], serde_json::json!([{ "bearerAuth": [] }]));
+        for r in routes() {
+            let op = &doc["paths"][r.path][operation_key(r.verb)];
+            let public = op
+                .get("security")
+                .is_some_and(|s| s.as_array().is_some_and(Vec::is_empty));
+            assert_eq!(
+                public,
+                r.access == Access::Public,
+                "{} {}: `security: []` must mark exactly the public routes",
+                operation_key(r.verb),
+                r.path
+            );
+        }
+    }
+
+    /// Every `$ref` (all local) resolves to a node of the document.
+    #[test]
+    fn openapi_refs_resolve() {
+        fn walk(node: &Value, doc: &Value, seen: &mut usize, broken: &mut Vec<String>) {
+            match node {
+                Value::Object(map) => {
+                    if let Some(r) = map.get("$ref") {
+                        *seen += 1;
+                        let target = r
+                            .as_str()
+                            .and_then(|r| r.strip_prefix('#'))
+                            .and_then(|ptr| doc.pointer(ptr));
+                        if target.is_none() {
+                            broken.push(r.to_string());
+                        }
+                    }
+                    for v in map.values() {
+                        walk(v, doc, seen, broken);
+                    }
+                }
+                Value::Array(items) => {
+                    for v in items {
+                        walk(v, doc, seen, broken);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let doc = document();
+        let (mut seen, mut broken) = (0, Vec::new());
+        walk(&doc, &doc, &mut seen, &mut broken);
+        assert!(seen > 0, "the document has no $ref at all");
+        assert!(broken.is_empty(), "unresolved $ref: {broken:?}");
+    }
+
+    /// The documented error codes are the real ones, and every error example sits under
+    /// the HTTP status its code is answered with.
+    #[test]
+    fn openapi_error_codes_match_the_code() {
+        let doc = document();
+        let codes = doc["components"]["schemas"]["ErrorCode"]["enum"]
+            .as_array()
+            .expect("ErrorCode has an enum");
+        for c in codes {
+            let c = c.as_str().expect("codes are strings");
+            assert!(ErrorCode::parse(c).is_some(), "unknown error code {c}");
+        }
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let Some(responses) = op.get("responses").and_then(Value::as_object) else {
+                    continue;
+                };
+                for (status, resp) in responses {
+                    let resp = match resp.get("$ref").and_then(Value::as_str) {
+                        Some(r) => doc.pointer(&r[1..]).expect("resolvable $ref"),
+                        None => resp,
+                    };
+                    let examples = resp
+                        .pointer("/content/application~1json/examples")
+                        .and_then(Value::as_object);
+                    for (name, ex) in examples.into_iter().flatten() {
+                        let code = ex["value"]["errorCode"].as_str().expect("errorCode");
+                        let expected = match code {
+                            "200" => 200,
+                            other => ErrorCode::parse(other)
+                                .unwrap_or_else(|| panic!("{method} {path} {name}: code {other}"))
+                                .http_status(),
+                        };
+                        assert_eq!(
+                            status.as_str(),
+                            expected.to_string(),
+                            "{method} {path}: example {name} ({code}) is under the wrong status"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@
 use crate::AppState;
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use dkms_proto::NodeTag;
 use dkms_proto::node::{
     self, FromNode, LINK_VERSION, NodeIdentity, Outcome, SessionFailure, SessionRef, SessionStart,
@@ -191,7 +191,19 @@ impl Hub {
 }
 
 /// `GET /api/node/link`: a node's WebSocket.
-pub async fn node_link(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn node_link(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return crate::error::ApiError::invalid(
+                "this endpoint is the node link: connect with a WebSocket upgrade",
+            )
+            .into_response();
+        }
+    };
     ws.max_message_size(node::MAX_FRAME_BYTES)
         .max_frame_size(node::MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
