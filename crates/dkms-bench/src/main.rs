@@ -67,6 +67,7 @@ fn raw_keygen(t: u8, n: u8) -> Result<Vec<KeyShare>> {
         &SessionKind::Keygen {
             threshold: t,
             participants: &tags,
+            encryption_keys: &ps.iter().map(|p| p.encryption_key).collect::<Vec<_>>(),
         },
         &random32(),
     );

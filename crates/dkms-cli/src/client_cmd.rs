@@ -81,6 +81,12 @@ pub enum PodCmd {
     },
     /// List the registered nodes
     List,
+    /// Issue a one-time join token for a registered node that has not joined yet
+    /// (printed once; give it to the node as DKMS_JOIN_TOKEN)
+    JoinToken {
+        /// The node's tag
+        tag: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -168,6 +174,10 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 print_json(&tag)
             }
             PodCmd::List => print_json(&client.list_pods().await?),
+            PodCmd::JoinToken { tag } => print_json(&serde_json::json!({
+                "nodeTag": tag,
+                "joinToken": client.join_token(&tag).await?,
+            })),
         },
         ClientCommand::Key { cmd } => match cmd {
             KeyCmd::Gen(gen_args) => {

@@ -47,9 +47,12 @@ pub struct NodeSection {
     pub gateway_url: String,
     /// Where the node keeps its sealed store and sealing key (`DKMS_NODE_DATA_DIR`).
     pub data_dir: PathBuf,
-    /// `keyfile` (default; `<data_dir>/sealing.key`) or `passphrase`
-    /// (`DKMS_SEALER_PASSPHRASE`, stretched with Argon2id). Neither is hardware protection.
+    /// `keyfile` (default) or `passphrase` (`DKMS_SEALER_PASSPHRASE`, stretched with
+    /// Argon2id). Neither is hardware protection.
     pub sealer: String,
+    /// Key file of the `keyfile` sealer (`DKMS_SEALING_KEY_FILE`); default
+    /// `<data_dir>/sealing.key`. Put it on a separate secret mount in production.
+    pub sealing_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -84,6 +87,7 @@ impl Default for NodeSection {
             gateway_url: "ws://127.0.0.1:8889/api/node/link".into(),
             data_dir: PathBuf::from("dkms-node-data"),
             sealer: "keyfile".into(),
+            sealing_key_file: None,
         }
     }
 }
@@ -150,6 +154,9 @@ impl Config {
         }
         if let Some(v) = get("DKMS_SEALER") {
             self.node.sealer = v;
+        }
+        if let Some(v) = get("DKMS_SEALING_KEY_FILE") {
+            self.node.sealing_key_file = Some(v.into());
         }
         Ok(())
     }

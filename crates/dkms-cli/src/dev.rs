@@ -14,9 +14,9 @@ pub struct DevArgs {
     /// Directory for all state: gateway database, admin token, node stores and logs
     #[arg(long, default_value = "./dkms-data")]
     pub data_dir: PathBuf,
-    /// Gateway listen address
-    #[arg(long, default_value = "127.0.0.1:8889")]
-    pub listen: String,
+    /// Gateway listen address [default: gateway.listen, 127.0.0.1:8889]
+    #[arg(long)]
+    pub listen: Option<String>,
     /// Nodes to create on first start
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
@@ -96,7 +96,9 @@ impl Drop for LocalNodes {
 pub async fn run(mut cfg: Config, args: DevArgs) -> Result<()> {
     crate::create_private_dir(&args.data_dir)?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
-    cfg.gateway.listen = args.listen.clone();
+    if let Some(l) = &args.listen {
+        cfg.gateway.listen = l.clone();
+    }
     cfg.gateway.database_url = format!("sqlite://{}", data_dir.join("gateway.db").display());
     cfg.gateway.admin_token_file = data_dir.join("admin.token");
     let gw_cfg = crate::gateway_config(&cfg)?;

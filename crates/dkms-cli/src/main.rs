@@ -212,7 +212,14 @@ async fn run_node(mut cfg: Config, args: NodeArgs) -> Result<()> {
     let dir = cfg.node.data_dir.clone();
     create_private_dir(&dir)?;
     let sealer: Arc<dyn Sealer> = match cfg.node.sealer.as_str() {
-        "keyfile" => Arc::new(SoftwareSealer::from_key_file(&dir.join("sealing.key"))?),
+        "keyfile" => {
+            let path = cfg
+                .node
+                .sealing_key_file
+                .clone()
+                .unwrap_or_else(|| dir.join("sealing.key"));
+            Arc::new(SoftwareSealer::from_key_file(&path)?)
+        }
         "passphrase" => {
             let pass =
                 Zeroizing::new(std::env::var("DKMS_SEALER_PASSPHRASE").map_err(|_| {
@@ -239,8 +246,6 @@ async fn run_node(mut cfg: Config, args: NodeArgs) -> Result<()> {
         (None, Some(t)) => Some(Zeroizing::new(t)),
         (None, None) => None,
     };
-    // SAFETY of secrets: the join token stays out of the process environment of children.
-    // (Removing it from our own environment is not possible without `unsafe`.)
     let (tx, rx) = tokio::sync::watch::channel(false);
     let parent = args.parent_pid;
     tokio::spawn(async move {

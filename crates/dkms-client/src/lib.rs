@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dkms_proto::api::{
-    CreatePodRequest, Envelope, KeyGenResponse, SignRequest, SignRequestResponse,
+    CreatePodRequest, Envelope, JoinTokenResponse, KeyGenResponse, SignRequest, SignRequestResponse,
 };
 use dkms_proto::{ErrorCode, TaskStatus};
 use reqwest::Url;
@@ -45,6 +45,7 @@ const SNIPPET_CHARS: usize = 200;
 
 const PATH_HEALTH: &str = "/api/health";
 const PATH_CREATE_POD: &str = "/api/mappic/pod/createPod";
+const PATH_JOIN_TOKEN: &str = "/api/mappic/pod/joinToken";
 const PATH_LIST_PODS: &str = "/api/mappic/pod/list";
 const PATH_KEY_GEN: &str = "/api/mappic/dkms/key/gen";
 const PATH_KEY_GET: &str = "/api/mappic/dkms/key/get";
@@ -246,6 +247,16 @@ impl Client {
             node_tag: node_tag.to_owned(),
         };
         self.post(PATH_CREATE_POD, &body, idempotency_key).await
+    }
+
+    /// `POST /api/mappic/pod/joinToken`: a fresh one-time join token for a node that has
+    /// not joined yet (hand it to the node as `DKMS_JOIN_TOKEN`).
+    pub async fn join_token(&self, node_tag: &str) -> Result<String, ClientError> {
+        let body = CreatePodRequest {
+            node_tag: node_tag.to_owned(),
+        };
+        let resp: JoinTokenResponse = self.post(PATH_JOIN_TOKEN, &body, None).await?;
+        Ok(resp.join_token)
     }
 
     /// `GET /api/mappic/pod/list`.

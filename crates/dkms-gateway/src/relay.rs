@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// Frames queued towards one node before the relay applies back-pressure.
-const NODE_QUEUE: usize = 4096;
+const NODE_QUEUE: usize = 1024;
+/// Events buffered per session; a party sends at most a few, so overflow means abuse.
+const SESSION_EVENTS: usize = 256;
 
 /// What a session's orchestrator hears about its parties.
 #[derive(Debug)]
@@ -39,7 +41,7 @@ struct NodeConn {
 
 struct SessionEntry {
     participants: HashSet<NodeTag>,
-    events: mpsc::UnboundedSender<SessionEvent>,
+    events: mpsc::Sender<SessionEvent>,
 }
 
 /// Live node connections and running sessions.
@@ -54,7 +56,7 @@ pub struct Hub {
 pub struct SessionHandle<'a> {
     hub: &'a Hub,
     pub session: SessionRef,
-    pub events: mpsc::UnboundedReceiver<SessionEvent>,
+    pub events: mpsc::Receiver<SessionEvent>,
 }
 
 impl Drop for SessionHandle<'_> {
@@ -86,7 +88,7 @@ impl Hub {
     /// Registers a session over `participants` and returns its handle.
     pub fn open_session(&self, participants: &[NodeTag]) -> SessionHandle<'_> {
         let session = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(SESSION_EVENTS);
         if let Ok(mut s) = self.sessions.lock() {
             s.insert(
                 session,
@@ -124,7 +126,7 @@ impl Hub {
             && let Some(entry) = s.get(&session)
             && entry.participants.contains(from)
         {
-            let _ = entry.events.send(ev);
+            let _ = entry.events.try_send(ev);
         }
     }
 
@@ -183,7 +185,9 @@ impl Hub {
         if removed && let Ok(s) = self.sessions.lock() {
             for entry in s.values() {
                 if entry.participants.contains(tag) {
-                    let _ = entry.events.send(SessionEvent::Disconnected(tag.clone()));
+                    let _ = entry
+                        .events
+                        .try_send(SessionEvent::Disconnected(tag.clone()));
                 }
             }
         }

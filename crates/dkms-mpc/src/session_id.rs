@@ -11,9 +11,12 @@ const DOMAIN: &[u8] = b"dkms/session-id/v1";
 /// What the session is for, with every parameter the parties must agree on.
 #[derive(Debug, Clone, Copy)]
 pub enum SessionKind<'a> {
+    /// `encryption_keys[i]` is the X25519 key announced for `participants[i]`: binding
+    /// them means parties given different keys for a peer cannot run the DKG together.
     Keygen {
         threshold: u8,
         participants: &'a [NodeTag],
+        encryption_keys: &'a [[u8; 32]],
     },
     Sign {
         threshold: u8,
@@ -37,12 +40,17 @@ pub fn session_id(
         SessionKind::Keygen {
             threshold,
             participants,
+            encryption_keys,
         } => {
             h.field(b"keygen");
             h.field(key_id.as_bytes());
             h.field(scheme_tag(scheme));
             h.field(&[*threshold]);
             h.tags(participants);
+            h.0.update((encryption_keys.len() as u32).to_be_bytes());
+            for k in encryption_keys.iter() {
+                h.field(k);
+            }
         }
         SessionKind::Sign {
             threshold,
@@ -108,6 +116,9 @@ mod tests {
         let d = [9u8; 32];
         let d2 = [10u8; 32];
         let scheme = Scheme::Dkls23Secp256k1;
+        let keys = [[1u8; 32], [2u8; 32], [3u8; 32]];
+        let mut other_keys = keys;
+        other_keys[1] = [4u8; 32];
         let kg = |t, parts: &[NodeTag]| {
             session_id(
                 &key,
@@ -115,6 +126,7 @@ mod tests {
                 &SessionKind::Keygen {
                     threshold: t,
                     participants: parts,
+                    encryption_keys: &keys[..parts.len()],
                 },
                 &nonce,
             )
@@ -144,6 +156,7 @@ mod tests {
                 &SessionKind::Keygen {
                     threshold: 2,
                     participants: &p,
+                    encryption_keys: &keys,
                 },
                 &nonce,
             ),
@@ -153,8 +166,19 @@ mod tests {
                 &SessionKind::Keygen {
                     threshold: 2,
                     participants: &p,
+                    encryption_keys: &keys,
                 },
                 &[2u8; 32],
+            ),
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Keygen {
+                    threshold: 2,
+                    participants: &p,
+                    encryption_keys: &other_keys,
+                },
+                &nonce,
             ),
             sg(&p, &s, &d),
             sg(&p, &s2, &d),

@@ -35,6 +35,7 @@ fn keygen_sessions(key_id: uuid::Uuid, t: u8, n: u8) -> Vec<(PartyIndex, Box<dyn
         &SessionKind::Keygen {
             threshold: t,
             participants: &tags(&ps),
+            encryption_keys: &ps.iter().map(|p| p.encryption_key).collect::<Vec<_>>(),
         },
         &[0xAB; 32],
     );

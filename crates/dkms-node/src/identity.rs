@@ -1,5 +1,6 @@
-//! The node's long-term identity: an Ed25519 signing key (proves the node's protocol messages
-//! and admission) and a seed for its X25519 encryption key (end-to-end node-to-node payloads).
+//! The node's long-term identity: an Ed25519 signing key (signs the admission proof the
+//! gateway checks on every connect) and a seed for its X25519 encryption key (HPKE
+//! auth-mode envelopes that authenticate and encrypt node-to-node payloads).
 //! Created at first start and kept sealed in the [`NodeStore`].
 //!
 //! Stored record (secret `node-identity`), format version 1:

@@ -25,10 +25,46 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument, debug, info, info_span, warn};
 use zeroize::Zeroizing;
 
+/// Messages buffered per session; a session needs a few per peer and round, so a full
+/// inbox means the sender floods, and the session is dropped.
+const SESSION_INBOX: usize = 512;
 /// Longest a session may stay open on this node, whatever the gateway does.
 const SESSION_LIFETIME: Duration = Duration::from_secs(600);
 /// Record that says this node has joined (so the join token is not sent again).
 const JOINED_RECORD: &str = "joined";
+/// Prefix of the records naming peers this node refuses to run sessions with.
+const BANNED_PREFIX: &str = "banned-peer/";
+
+/// DKLs23 reuses OT correlations across signings: a peer caught cheating in a way that
+/// leaks them must never take part in a session with this node again (the paper's rule).
+fn ban(store: &NodeStore, tag: &NodeTag) {
+    match store.put_secret(&format!("{BANNED_PREFIX}{tag}"), b"1") {
+        Ok(()) | Err(StoreError::AlreadyExists) => {
+            warn!(peer = %tag, "peer banned: this node will refuse every session that includes it")
+        }
+        Err(e) => warn!(peer = %tag, error = %e, "could not record a ban"),
+    }
+}
+
+/// Fails if any of `peers` is banned on this node.
+fn refuse_banned(store: &NodeStore, peers: &[NodeTag]) -> Result<(), Failure> {
+    for p in peers {
+        let banned = store
+            .get_secret(&format!("{BANNED_PREFIX}{p}"))
+            .map_err(|e| Failure::internal(e.to_string()))?
+            .is_some();
+        if banned {
+            return Err(Failure {
+                kind: FailureKind::BadParameters,
+                culprit: Some(p.clone()),
+                message: format!(
+                    "node {p} is banned on this node after it cheated in an earlier session"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -163,7 +199,7 @@ async fn connect_and_serve(
             }
         }
     });
-    let mut sessions: HashMap<SessionRef, mpsc::UnboundedSender<Inbound>> = HashMap::new();
+    let mut sessions: HashMap<SessionRef, mpsc::Sender<Inbound>> = HashMap::new();
     let result = loop {
         let frame = tokio::select! {
             f = stream.next() => f,
@@ -181,7 +217,7 @@ async fn connect_and_serve(
         sessions.retain(|_, tx| !tx.is_closed());
         match node::decode::<ToNode>(&bytes) {
             Ok(ToNode::Start(start)) => {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(SESSION_INBOX);
                 sessions.insert(start.session, tx);
                 let span = info_span!("session", session = start.session, key_id = %start.key_id);
                 tokio::spawn(run_session(ctx.clone(), start, rx, out_tx.clone()).instrument(span));
@@ -193,17 +229,21 @@ async fn connect_and_serve(
                 payload,
             }) => match sessions.get(&session) {
                 Some(tx) => {
-                    let _ = tx.send(Inbound::Message {
+                    let msg = Inbound::Message {
                         from,
                         round,
                         payload,
-                    });
+                    };
+                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg) {
+                        warn!(session, "session inbox overflowed; dropping the session");
+                        sessions.remove(&session);
+                    }
                 }
                 None => debug!(session, "message for an unknown or finished session"),
             },
             Ok(ToNode::Abort { session, reason }) => {
                 if let Some(tx) = sessions.remove(&session) {
-                    let _ = tx.send(Inbound::Abort(reason));
+                    let _ = tx.try_send(Inbound::Abort(reason));
                 }
             }
             Ok(other) => debug!(?other, "unexpected frame"),
@@ -274,6 +314,7 @@ impl Failure {
 
 /// The parties of a running session, by index.
 struct Roster {
+    store: Arc<NodeStore>,
     me: PartyIndex,
     session_id: [u8; 32],
     peers: HashMap<PartyIndex, ShareParticipant>,
@@ -305,6 +346,9 @@ fn mpc_failure(roster: &Roster, e: MpcError) -> Failure {
     };
     if e.requires_ban() {
         warn!(culprit = ?culprit, "a party cheated in a way that requires excluding it from future sessions");
+        if let Some(c) = &culprit {
+            ban(&roster.store, c);
+        }
     }
     Failure {
         kind,
@@ -316,7 +360,7 @@ fn mpc_failure(roster: &Roster, e: MpcError) -> Failure {
 async fn run_session(
     ctx: Arc<NodeContext>,
     start: SessionStart,
-    mut inbox: mpsc::UnboundedReceiver<Inbound>,
+    mut inbox: mpsc::Receiver<Inbound>,
     out: mpsc::Sender<FromNode>,
 ) {
     let session = start.session;
@@ -347,7 +391,7 @@ async fn run_session(
 async fn drive_session(
     ctx: &Arc<NodeContext>,
     start: SessionStart,
-    inbox: &mut mpsc::UnboundedReceiver<Inbound>,
+    inbox: &mut mpsc::Receiver<Inbound>,
     out: &mpsc::Sender<FromNode>,
 ) -> Result<Outcome, Failure> {
     let key_id = start.key_id;
@@ -528,6 +572,12 @@ async fn prepare_keygen(
         {
             return Err(Failure::bad(format!("this node already holds key {key_id}")));
         }
+        let others: Vec<NodeTag> = pins
+            .iter()
+            .filter(|(t, _)| *t != my_tag)
+            .map(|(t, _)| t.clone())
+            .collect();
+        refuse_banned(&store, &others)?;
         for (tag, key) in pins.iter().filter(|(t, _)| *t != my_tag) {
             store.pin_peer(tag.as_str(), key).map_err(|e| match e {
                 StoreError::PinMismatch { .. } => Failure {
@@ -550,6 +600,10 @@ async fn prepare_keygen(
         &SessionKind::Keygen {
             threshold,
             participants: &tags,
+            encryption_keys: &participants
+                .iter()
+                .map(|p| p.encryption_key)
+                .collect::<Vec<_>>(),
         },
         &start.nonce,
     );
@@ -562,6 +616,7 @@ async fn prepare_keygen(
         .collect();
     let my_index = (me + 1) as PartyIndex;
     let roster = Roster {
+        store: ctx.store.clone(),
         me: my_index,
         session_id,
         peers: share_participants
@@ -617,6 +672,8 @@ async fn prepare_sign(
     if !signers.contains(&ctx.tag) {
         return Err(Failure::bad("this node is not among the signers"));
     }
+    let others: Vec<NodeTag> = signers.iter().filter(|s| **s != ctx.tag).cloned().collect();
+    refuse_banned(&ctx.store, &others)?;
     let session_id = session_id(
         &start.key_id,
         start.scheme,
@@ -629,6 +686,7 @@ async fn prepare_sign(
         &start.nonce,
     );
     let roster = Roster {
+        store: ctx.store.clone(),
         me: share.my_index(),
         session_id,
         peers: share
@@ -672,5 +730,27 @@ async fn finish(
         SessionOutput::Signature(sig) => Ok(Outcome::Signed {
             signature: sig.to_bytes().to_vec(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sealer::SoftwareSealer;
+
+    #[test]
+    fn a_banned_peer_is_refused_by_later_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SoftwareSealer::from_key_file(&dir.path().join("k")).unwrap());
+        let store = NodeStore::open(&dir.path().join("s.redb"), sealer).unwrap();
+        let cheat: NodeTag = "cheat".parse().unwrap();
+        let honest: NodeTag = "honest".parse().unwrap();
+        assert!(refuse_banned(&store, &[cheat.clone(), honest.clone()]).is_ok());
+        ban(&store, &cheat);
+        ban(&store, &cheat); // idempotent
+        let f = refuse_banned(&store, &[honest.clone(), cheat.clone()]).unwrap_err();
+        assert_eq!(f.culprit, Some(cheat));
+        assert!(matches!(f.kind, FailureKind::BadParameters));
+        assert!(refuse_banned(&store, &[honest]).is_ok());
     }
 }

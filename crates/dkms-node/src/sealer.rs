@@ -1,9 +1,10 @@
 //! Sealing of everything a node persists.
 //!
 //! A node never writes a secret to disk in the clear: the store hands every value to a
-//! [`Sealer`], which encrypts it under a key that does not sit beside the data. The
-//! [`SoftwareSealer`] keeps that key in a file or derives it from a passphrase; it offers no
-//! hardware protection (a TEE sealer can implement the same trait later).
+//! [`Sealer`], which encrypts it under a key kept out of the store file. The
+//! [`SoftwareSealer`] keeps that key in a file (its path is configurable: in production put
+//! it on a separate secret mount, not beside the store) or derives it from a passphrase; it
+//! offers no hardware protection (a TEE sealer can implement the same trait later).
 //!
 //! Sealed format, version 1: `0x01 ‖ nonce (24 random bytes) ‖ XChaCha20-Poly1305
 //! ciphertext ‖ tag (16 bytes)`, with the caller's `aad` as associated data. A 24-byte random

@@ -3,7 +3,7 @@
 //! test a ready client. Nodes can be killed and restarted to exercise failures.
 
 use anyhow::{Context, Result, anyhow, bail};
-use dkms_client::{Client, Method, RawBody};
+use dkms_client::Client;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -129,21 +129,11 @@ impl Stack {
             .create_pod(tag)
             .await
             .map_err(|e| anyhow!("createPod {tag}: {e}"))?;
-        let body = serde_json::json!({ "nodeTag": tag }).to_string();
-        let (status, env) = self
+        let token = self
             .client
-            .raw(
-                Method::POST,
-                "/api/mappic/pod/joinToken",
-                Some(RawBody::new("application/json", body)),
-                &[],
-            )
+            .join_token(tag)
             .await
             .map_err(|e| anyhow!("joinToken {tag}: {e}"))?;
-        let token = env["data"]["joinToken"]
-            .as_str()
-            .ok_or_else(|| anyhow!("joinToken answered {status}: {env}"))?
-            .to_owned();
         self.spawn_node(tag, Some(&token))
     }
 

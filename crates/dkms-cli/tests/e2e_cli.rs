@@ -1,0 +1,91 @@
+//! The `dkms` client commands against a real stack: every endpoint through the CLI, the
+//! signature it prints checked independently.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use dkms_testkit::Stack;
+use dkms_testkit::dkms_client::{KeyInfo, SignInfo};
+use std::process::Command;
+
+fn dkms(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("DKMS_URL", &stack.url)
+        .env("DKMS_TOKEN", &stack.token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !stdout.contains(&stack.token) && !stderr.contains(&stack.token),
+        "the CLI printed the token"
+    );
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), json, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_every_endpoint() {
+    let stack = Stack::start(BIN, 3).await.expect("stack");
+
+    let (ok, health, _) = dkms(&stack, &["health"]);
+    assert!(ok);
+    assert_eq!(health["connectedNodes"].as_array().unwrap().len(), 3);
+
+    let (ok, pods, _) = dkms(&stack, &["pod", "list"]);
+    assert!(ok);
+    assert_eq!(pods.as_array().unwrap().len(), 3);
+
+    let (ok, tag, _) = dkms(&stack, &["pod", "create", "extra1"]);
+    assert!(ok);
+    assert_eq!(tag, "extra1");
+    let (ok, tok, _) = dkms(&stack, &["pod", "join-token", "extra1"]);
+    assert!(ok);
+    assert!(tok["joinToken"].as_str().unwrap().starts_with("dkms_"));
+    let (ok, _, err) = dkms(&stack, &["pod", "create", "extra1"]);
+    assert!(!ok && err.contains("CONFLICT"), "{err}");
+
+    let (ok, key, err) = dkms(
+        &stack,
+        &[
+            "key",
+            "gen",
+            "--participants",
+            "node1,node2,node3",
+            "--threshold",
+            "2",
+            "--wait",
+        ],
+    );
+    assert!(ok, "{err}");
+    let key: KeyInfo = serde_json::from_value(key).unwrap();
+    assert_eq!(key.status, "FINISHED");
+    let (ok, got, _) = dkms(&stack, &["key", "get", &key.key_id]);
+    assert!(ok);
+    assert_eq!(got["publicKey"], serde_json::json!(key.public_key));
+
+    let d = digest("cli");
+    let (ok, sig, err) = dkms(&stack, &["sign", &key.key_id, &hex::encode(d)]);
+    assert!(ok, "{err}");
+    let sig: SignInfo = serde_json::from_value(sig).unwrap();
+    verify_independently(&key, &d, &sig);
+
+    let (ok, started, _) = dkms(&stack, &["sign", &key.key_id, &hex::encode(d), "--no-wait"]);
+    assert!(ok);
+    let id = started["instanceId"].as_str().unwrap().to_string();
+    let (ok, waited, _) = dkms(&stack, &["wait", "sign", &id]);
+    assert!(ok);
+    let waited: SignInfo = serde_json::from_value(waited).unwrap();
+    verify_independently(&key, &d, &waited);
+
+    let (ok, _, err) = dkms(&stack, &["sign", &key.key_id, "abcd"]);
+    assert!(!ok && err.contains("INVALID_PARAMETER"), "{err}");
+    let (ok, _, err) = dkms(
+        &stack,
+        &["key", "get", "00000000-0000-4000-8000-000000000000"],
+    );
+    assert!(!ok && err.contains("KEY_NOT_FOUND"), "{err}");
+}
