@@ -58,7 +58,11 @@ impl LocalNodes {
             .arg("--parent-pid")
             .arg(std::process::id().to_string())
             .env("DKMS_LOG_FORMAT", &self.log_format)
+            // Each local node has its own key file and identity under the data directory.
             .env_remove("DKMS_JOIN_TOKEN")
+            .env_remove("DKMS_SEALING_KEY_FILE")
+            .env_remove("DKMS_SEALER")
+            .env_remove("DKMS_SEALER_PASSPHRASE")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
