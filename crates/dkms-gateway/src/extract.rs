@@ -54,6 +54,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; expected a JSON object",
         ));
     }
+    // serde would read a struct from a JSON array too; the API takes objects only.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(b'[' | b'"' | b'0'..=b'9' | b'-' | b't' | b'f' | b'n') => {
+            return Err(ApiError::invalid(
+                "invalid request body: expected a JSON object",
+            ));
+        }
+        Some(_) => {}
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -88,5 +98,38 @@ where
         serde_urlencoded::from_str::<T>(q)
             .map(ApiQuery)
             .map_err(|e| ApiError::invalid(format!("invalid query string: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+    }
+
+    #[test]
+    fn only_objects_of_the_right_shape_parse() {
+        assert!(parse_json::<Body>(br#"{"name":"x"}"#).is_ok());
+        assert!(parse_json::<Body>(br#"  {"name":"x"}  "#).is_ok());
+        for bad in [
+            &br#"["x"]"#[..],
+            br#""x""#,
+            b"12",
+            b"null",
+            b"true",
+            b"",
+            br#"{"name":"x"} {}"#,
+            br#"{"name":"#,
+            br#"{"name":7}"#,
+        ] {
+            let e = parse_json::<Body>(bad).unwrap_err();
+            assert_eq!(e.code, dkms_proto::ErrorCode::InvalidParameter, "{bad:?}");
+        }
+        let e = parse_json::<Body>(br#"{"name":7}"#).unwrap_err();
+        assert!(e.message.contains("name"), "{}", e.message);
     }
 }
