@@ -1,20 +1,60 @@
-//! The gateway's metadata store: nodes, keys (public data only), tasks, API keys (hashed)
+//! The gateway's metadata store: nodes, mpc_keys (public data only), tasks, API mpc_keys (hashed)
 //! and idempotency records, behind sqlx with versioned migrations.
 //!
 //! Status changes are guarded in SQL (`WHERE status IN (...)`) so that a task that has
 //! reached a terminal state never changes again, whoever races to update it.
 
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
 pub use dkms_proto::TaskStatus;
 
+pub mod testdb;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The SQL servers the store runs on, chosen by the scheme of `database.url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    MySql,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend> {
+        let scheme = url.split(':').next().unwrap_or("");
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "mysql" | "mariadb" => Ok(Backend::MySql),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            other => Err(StoreError::Db(format!(
+                "unsupported database URL scheme {other:?}; use sqlite:, mysql: or postgres:"
+            ))),
+        }
+    }
+}
+
+/// Rewrites `?` placeholders to PostgreSQL's `$1, $2, ...` (our SQL has no `?` in literals).
+fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -113,7 +153,8 @@ pub struct Swept {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 /// The states a task can still leave.
@@ -124,27 +165,62 @@ macro_rules! open_states {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    /// Connects to `url` (`sqlite://path`, `mysql://…`, `postgres://…`), creating a SQLite
+    /// file if needed, and applies pending migrations of that backend.
     pub async fn connect(url: &str) -> Result<Store> {
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Db(format!("bad database url: {e}")))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Store { pool })
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut url = url.to_owned();
+        if backend == Backend::Sqlite && !url.contains('?') && !url.contains(":memory:") {
+            url.push_str("?mode=rwc");
+        }
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    )
+                    .await
+                    .map(|_| ())
+                })
+            });
+        }
+        if url.contains(":memory:") {
+            // Every connection would open its own empty in-memory database.
+            opts = opts.max_connections(1);
+        }
+        let pool = opts
+            .connect(&url)
+            .await
+            .map_err(|e| StoreError::Db(format!("connecting to the {backend:?} store: {e}")))?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::MySql => MYSQL_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A query in the backend's placeholder syntax.
+    fn q(&self, sql: &'static str) -> Query<'static, Any, AnyArguments> {
+        match self.backend {
+            Backend::Postgres => sqlx::query(AssertSqlSafe(numbered_placeholders(sql))),
+            Backend::Sqlite | Backend::MySql => sqlx::query(sql),
+        }
     }
 
     // ---- nodes ----
 
     pub async fn insert_node(&self, tag: &str, join_token_hash: &str, now: i64) -> Result<()> {
-        sqlx::query(
+        self.q(
             "INSERT INTO nodes (tag, status, join_token_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(tag.to_owned())
@@ -158,7 +234,8 @@ impl Store {
     }
 
     pub async fn get_node(&self, tag: &str) -> Result<Option<NodeRow>> {
-        let row = sqlx::query("SELECT * FROM nodes WHERE tag = ?")
+        let row = self
+            .q("SELECT * FROM nodes WHERE tag = ?")
             .bind(tag.to_owned())
             .fetch_optional(&self.pool)
             .await?;
@@ -166,7 +243,8 @@ impl Store {
     }
 
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>> {
-        let rows = sqlx::query("SELECT * FROM nodes ORDER BY created_at, tag")
+        let rows = self
+            .q("SELECT * FROM nodes ORDER BY created_at, tag")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(node_row).collect()
@@ -182,7 +260,7 @@ impl Store {
         encryption_key: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
+        let done = self.q(
             "UPDATE nodes SET status = ?, join_token_hash = NULL, signing_key = ?, encryption_key = ?, updated_at = ? \
              WHERE tag = ? AND status = ? AND join_token_hash = ?",
         )
@@ -198,13 +276,13 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    // ---- keys ----
+    // ---- mpc_keys ----
 
     pub async fn insert_key(&self, k: &KeyRow) -> Result<()> {
         let participants =
             serde_json::to_string(&k.participants).map_err(|e| StoreError::Db(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO keys (key_id, key_type, scheme, threshold, total_shares, participants, status, \
+        self.q(
+            "INSERT INTO mpc_keys (key_id, key_type, scheme, threshold, total_shares, participants, status, \
              public_key, address, error_code, error_message, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -227,7 +305,8 @@ impl Store {
     }
 
     pub async fn get_key(&self, key_id: &str) -> Result<Option<KeyRow>> {
-        let row = sqlx::query("SELECT * FROM keys WHERE key_id = ?")
+        let row = self
+            .q("SELECT * FROM mpc_keys WHERE key_id = ?")
             .bind(key_id.to_owned())
             .fetch_optional(&self.pool)
             .await?;
@@ -236,8 +315,8 @@ impl Store {
 
     /// INIT → PROCESSING. Returns false if the key was no longer INIT.
     pub async fn start_key(&self, key_id: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE keys SET status = 'PROCESSING', updated_at = ? WHERE key_id = ? AND status = 'INIT'",
+        let done = self.q(
+            "UPDATE mpc_keys SET status = 'PROCESSING', updated_at = ? WHERE key_id = ? AND status = 'INIT'",
         )
         .bind(now)
         .bind(key_id.to_owned())
@@ -253,8 +332,8 @@ impl Store {
         address: Option<&str>,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(concat!(
-            "UPDATE keys SET status = 'FINISHED', public_key = ?, address = ?, updated_at = ? \
+        let done = self.q(concat!(
+            "UPDATE mpc_keys SET status = 'FINISHED', public_key = ?, address = ?, updated_at = ? \
              WHERE key_id = ? AND status IN ",
             open_states!()
         ))
@@ -274,8 +353,8 @@ impl Store {
         message: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(concat!(
-            "UPDATE keys SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? \
+        let done = self.q(concat!(
+            "UPDATE mpc_keys SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? \
              WHERE key_id = ? AND status IN ",
             open_states!()
         ))
@@ -293,7 +372,7 @@ impl Store {
     pub async fn insert_sign(&self, s: &SignRow) -> Result<()> {
         let signers =
             serde_json::to_string(&s.signers).map_err(|e| StoreError::Db(e.to_string()))?;
-        sqlx::query(
+        self.q(
             "INSERT INTO sign_tasks (instance_id, key_id, digest, status, signature, signers, error_code, \
              error_message, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -313,7 +392,8 @@ impl Store {
     }
 
     pub async fn get_sign(&self, instance_id: &str) -> Result<Option<SignRow>> {
-        let row = sqlx::query("SELECT * FROM sign_tasks WHERE instance_id = ?")
+        let row = self
+            .q("SELECT * FROM sign_tasks WHERE instance_id = ?")
             .bind(instance_id.to_owned())
             .fetch_optional(&self.pool)
             .await?;
@@ -328,29 +408,31 @@ impl Store {
         now: i64,
     ) -> Result<bool> {
         let signers = serde_json::to_string(signers).map_err(|e| StoreError::Db(e.to_string()))?;
-        let done = sqlx::query(
-            "UPDATE sign_tasks SET status = 'PROCESSING', signers = ?, updated_at = ? \
+        let done = self
+            .q(
+                "UPDATE sign_tasks SET status = 'PROCESSING', signers = ?, updated_at = ? \
              WHERE instance_id = ? AND status IN ('INIT','PROCESSING')",
-        )
-        .bind(signers)
-        .bind(now)
-        .bind(instance_id.to_owned())
-        .execute(&self.pool)
-        .await?;
+            )
+            .bind(signers)
+            .bind(now)
+            .bind(instance_id.to_owned())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn finish_sign(&self, instance_id: &str, signature: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query(concat!(
-            "UPDATE sign_tasks SET status = 'FINISHED', signature = ?, updated_at = ? \
+        let done = self
+            .q(concat!(
+                "UPDATE sign_tasks SET status = 'FINISHED', signature = ?, updated_at = ? \
              WHERE instance_id = ? AND status IN ",
-            open_states!()
-        ))
-        .bind(signature.to_owned())
-        .bind(now)
-        .bind(instance_id.to_owned())
-        .execute(&self.pool)
-        .await?;
+                open_states!()
+            ))
+            .bind(signature.to_owned())
+            .bind(now)
+            .bind(instance_id.to_owned())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -361,7 +443,7 @@ impl Store {
         message: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(concat!(
+        let done = self.q(concat!(
             "UPDATE sign_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? \
              WHERE instance_id = ? AND status IN ",
             open_states!()
@@ -378,8 +460,8 @@ impl Store {
     /// Ends every unfinished task as FAILED. Run at gateway start: a task that was running
     /// when the previous process died cannot be resumed (its sessions lived in memory).
     pub async fn fail_unfinished(&self, code: &str, message: &str, now: i64) -> Result<Swept> {
-        let keys = sqlx::query(concat!(
-            "UPDATE keys SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
+        let keys = self.q(concat!(
+            "UPDATE mpc_keys SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
             open_states!()
         ))
         .bind(code.to_owned())
@@ -388,7 +470,7 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        let signs = sqlx::query(concat!(
+        let signs = self.q(concat!(
             "UPDATE sign_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
             open_states!()
         ))
@@ -401,7 +483,7 @@ impl Store {
         Ok(Swept { keys, signs })
     }
 
-    // ---- API keys ----
+    // ---- API mpc_keys ----
 
     pub async fn insert_api_key(
         &self,
@@ -411,7 +493,7 @@ impl Store {
         name: &str,
         now: i64,
     ) -> Result<()> {
-        sqlx::query(
+        self.q(
             "INSERT INTO api_keys (id, token_hash, role, name, created_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(id.to_owned())
@@ -425,12 +507,11 @@ impl Store {
     }
 
     pub async fn find_api_key(&self, token_hash: &str) -> Result<Option<ApiKeyRow>> {
-        let row = sqlx::query(
-            "SELECT id, role, name, created_at, revoked FROM api_keys WHERE token_hash = ?",
-        )
-        .bind(token_hash.to_owned())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .q("SELECT id, role, name, created_at, revoked FROM api_keys WHERE token_hash = ?")
+            .bind(token_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
             Ok(ApiKeyRow {
                 id: r.try_get("id")?,
@@ -444,7 +525,8 @@ impl Store {
     }
 
     pub async fn count_api_keys(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_keys")
+        let row = self
+            .q("SELECT COUNT(*) AS n FROM api_keys")
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("n")?)
@@ -464,37 +546,43 @@ impl Store {
         not_before: i64,
     ) -> Result<Reservation> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM idempotency WHERE principal = ? AND idem_key = ? AND created_at < ?",
-        )
-        .bind(principal.to_owned())
-        .bind(key.to_owned())
-        .bind(not_before)
-        .execute(&mut *tx)
-        .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency (principal, idem_key, route, request_hash, status_code, response, created_at) \
-             VALUES (?, ?, ?, ?, 0, '', ?) ON CONFLICT (principal, idem_key) DO NOTHING",
-        )
-        .bind(principal.to_owned())
-        .bind(key.to_owned())
-        .bind(route.to_owned())
-        .bind(request_hash.to_owned())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        self.q("DELETE FROM idempotency WHERE principal = ? AND idem_key = ? AND created_at < ?")
+            .bind(principal.to_owned())
+            .bind(key.to_owned())
+            .bind(not_before)
+            .execute(&mut *tx)
+            .await?;
+        let insert = match self.backend {
+            Backend::MySql => self.q(
+                "INSERT IGNORE INTO idempotency (principal, idem_key, route, request_hash, status_code, response, created_at) \
+                 VALUES (?, ?, ?, ?, 0, '', ?)",
+            ),
+            Backend::Sqlite | Backend::Postgres => self.q(
+                "INSERT INTO idempotency (principal, idem_key, route, request_hash, status_code, response, created_at) \
+                 VALUES (?, ?, ?, ?, 0, '', ?) ON CONFLICT (principal, idem_key) DO NOTHING",
+            ),
+        };
+        let inserted = insert
+            .bind(principal.to_owned())
+            .bind(key.to_owned())
+            .bind(route.to_owned())
+            .bind(request_hash.to_owned())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         let out = if inserted == 1 {
             Reservation::Reserved
         } else {
-            let r = sqlx::query(
-                "SELECT route, request_hash, status_code, response FROM idempotency \
+            let r = self
+                .q(
+                    "SELECT route, request_hash, status_code, response FROM idempotency \
                  WHERE principal = ? AND idem_key = ?",
-            )
-            .bind(principal.to_owned())
-            .bind(key.to_owned())
-            .fetch_one(&mut *tx)
-            .await?;
+                )
+                .bind(principal.to_owned())
+                .bind(key.to_owned())
+                .fetch_one(&mut *tx)
+                .await?;
             Reservation::Existing(IdempotentResponse {
                 route: r.try_get("route")?,
                 request_hash: r.try_get("request_hash")?,
@@ -515,7 +603,7 @@ impl Store {
         status_code: u16,
         response: &str,
     ) -> Result<()> {
-        sqlx::query(
+        self.q(
             "UPDATE idempotency SET status_code = ?, response = ? WHERE principal = ? AND idem_key = ?",
         )
         .bind(i64::from(status_code))
@@ -529,27 +617,24 @@ impl Store {
 
     /// Forgets a reservation whose request failed before producing an answer worth replaying.
     pub async fn release_idempotent(&self, principal: &str, key: &str) -> Result<()> {
-        sqlx::query(
-            "DELETE FROM idempotency WHERE principal = ? AND idem_key = ? AND status_code = 0",
-        )
-        .bind(principal.to_owned())
-        .bind(key.to_owned())
-        .execute(&self.pool)
-        .await?;
+        self.q("DELETE FROM idempotency WHERE principal = ? AND idem_key = ? AND status_code = 0")
+            .bind(principal.to_owned())
+            .bind(key.to_owned())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// Issues a fresh join token for a node that has not joined yet.
     pub async fn set_join_token(&self, tag: &str, join_token_hash: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE nodes SET join_token_hash = ?, updated_at = ? WHERE tag = ? AND status = ?",
-        )
-        .bind(join_token_hash.to_owned())
-        .bind(now)
-        .bind(tag.to_owned())
-        .bind(NODE_PENDING)
-        .execute(&self.pool)
-        .await?;
+        let done = self
+            .q("UPDATE nodes SET join_token_hash = ?, updated_at = ? WHERE tag = ? AND status = ?")
+            .bind(join_token_hash.to_owned())
+            .bind(now)
+            .bind(tag.to_owned())
+            .bind(NODE_PENDING)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -562,12 +647,12 @@ pub enum Reservation {
     Existing(IdempotentResponse),
 }
 
-fn status(r: &SqliteRow) -> Result<TaskStatus> {
+fn status(r: &AnyRow) -> Result<TaskStatus> {
     let s: String = r.try_get("status")?;
     TaskStatus::from_str(&s).map_err(|e| StoreError::Corrupt(e.0))
 }
 
-fn json_list(r: &SqliteRow, col: &str) -> Result<Vec<String>> {
+fn json_list(r: &AnyRow, col: &str) -> Result<Vec<String>> {
     let s: Option<String> = r.try_get(col)?;
     match s {
         None => Ok(Vec::new()),
@@ -575,11 +660,11 @@ fn json_list(r: &SqliteRow, col: &str) -> Result<Vec<String>> {
     }
 }
 
-fn small(r: &SqliteRow, col: &str) -> Result<u8> {
+fn small(r: &AnyRow, col: &str) -> Result<u8> {
     u8::try_from(r.try_get::<i64, _>(col)?).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn node_row(r: &SqliteRow) -> Result<NodeRow> {
+fn node_row(r: &AnyRow) -> Result<NodeRow> {
     Ok(NodeRow {
         tag: r.try_get("tag")?,
         status: r.try_get("status")?,
@@ -590,7 +675,7 @@ fn node_row(r: &SqliteRow) -> Result<NodeRow> {
     })
 }
 
-fn key_row(r: &SqliteRow) -> Result<KeyRow> {
+fn key_row(r: &AnyRow) -> Result<KeyRow> {
     Ok(KeyRow {
         key_id: r.try_get("key_id")?,
         key_type: r.try_get("key_type")?,
@@ -607,7 +692,7 @@ fn key_row(r: &SqliteRow) -> Result<KeyRow> {
     })
 }
 
-fn sign_row(r: &SqliteRow) -> Result<SignRow> {
+fn sign_row(r: &AnyRow) -> Result<SignRow> {
     Ok(SignRow {
         instance_id: r.try_get("instance_id")?,
         key_id: r.try_get("key_id")?,
@@ -622,152 +707,26 @@ fn sign_row(r: &SqliteRow) -> Result<SignRow> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
-    async fn mem() -> Store {
-        Store::connect("sqlite::memory:").await.unwrap()
+    #[test]
+    fn placeholders_are_numbered_for_postgres() {
+        assert_eq!(
+            numbered_placeholders("UPDATE t SET a = ?, b = ? WHERE c = ?"),
+            "UPDATE t SET a = $1, b = $2 WHERE c = $3"
+        );
+        assert_eq!(numbered_placeholders("SELECT 1"), "SELECT 1");
     }
 
-    fn key(id: &str) -> KeyRow {
-        KeyRow {
-            key_id: id.into(),
-            key_type: "ECDSA_K1".into(),
-            scheme: "DKLS23_SECP256K1".into(),
-            threshold: 2,
-            total_shares: 3,
-            participants: vec!["a".into(), "b".into(), "c".into()],
-            status: TaskStatus::Init,
-            public_key: None,
-            address: None,
-            error_code: None,
-            error_message: None,
-            created_at: 1,
-        }
-    }
-
-    #[tokio::test]
-    async fn nodes_join_once() {
-        let s = mem().await;
-        s.insert_node("n1", "h", 1).await.unwrap();
-        assert!(matches!(
-            s.insert_node("n1", "h", 1).await,
-            Err(StoreError::Conflict)
-        ));
-        assert!(!s.activate_node("n1", "wrong", "sk", "ek", 2).await.unwrap());
-        assert!(s.activate_node("n1", "h", "sk", "ek", 2).await.unwrap());
-        assert!(!s.activate_node("n1", "h", "sk2", "ek2", 3).await.unwrap());
-        let n = s.get_node("n1").await.unwrap().unwrap();
-        assert_eq!(n.status, NODE_ACTIVE);
-        assert_eq!(n.signing_key.as_deref(), Some("sk"));
-        assert_eq!(n.join_token_hash, None);
-    }
-
-    #[tokio::test]
-    async fn terminal_states_stick() {
-        let s = mem().await;
-        s.insert_key(&key("k1")).await.unwrap();
-        assert!(s.start_key("k1", 2).await.unwrap());
-        assert!(!s.start_key("k1", 2).await.unwrap());
-        assert!(s.finish_key("k1", "02ab", Some("0xabc"), 3).await.unwrap());
-        assert!(!s.fail_key("k1", "X", "late failure", 4).await.unwrap());
-        let k = s.get_key("k1").await.unwrap().unwrap();
-        assert_eq!(k.status, TaskStatus::Finished);
-        assert_eq!(k.participants, vec!["a", "b", "c"]);
-
-        let sign = SignRow {
-            instance_id: "s1".into(),
-            key_id: "k1".into(),
-            digest: "00".repeat(32),
-            status: TaskStatus::Init,
-            signature: None,
-            signers: vec![],
-            error_code: None,
-            error_message: None,
-            created_at: 5,
-        };
-        s.insert_sign(&sign).await.unwrap();
-        assert!(
-            s.start_sign("s1", &["a".into(), "b".into()], 6)
-                .await
-                .unwrap()
-        );
-        assert!(
-            s.fail_sign("s1", "NODE_UNAVAILABLE", "gone", 7)
-                .await
-                .unwrap()
-        );
-        assert!(!s.finish_sign("s1", "ff", 8).await.unwrap());
-        let got = s.get_sign("s1").await.unwrap().unwrap();
-        assert_eq!(got.status, TaskStatus::Failed);
-        assert_eq!(got.signers, vec!["a", "b"]);
-    }
-
-    #[tokio::test]
-    async fn sweep_fails_only_open_tasks() {
-        let s = mem().await;
-        s.insert_key(&key("open")).await.unwrap();
-        s.insert_key(&key("done")).await.unwrap();
-        s.finish_key("done", "02", None, 2).await.unwrap();
-        let swept = s.fail_unfinished("INTERNAL", "restarted", 3).await.unwrap();
-        assert_eq!(swept, Swept { keys: 1, signs: 0 });
+    #[test]
+    fn backends_come_from_the_url_scheme() {
+        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::from_url("mysql://r@h/db").unwrap(), Backend::MySql);
         assert_eq!(
-            s.get_key("open").await.unwrap().unwrap().status,
-            TaskStatus::Failed
+            Backend::from_url("postgres://r@h/db").unwrap(),
+            Backend::Postgres
         );
-        assert_eq!(
-            s.get_key("done").await.unwrap().unwrap().status,
-            TaskStatus::Finished
-        );
-    }
-
-    #[tokio::test]
-    async fn idempotency_reserves_once_and_expires() {
-        let s = mem().await;
-        let r = s
-            .reserve_idempotent("p", "k", "sign", "h", 10, 0)
-            .await
-            .unwrap();
-        assert_eq!(r, Reservation::Reserved);
-        match s
-            .reserve_idempotent("p", "k", "sign", "h", 11, 0)
-            .await
-            .unwrap()
-        {
-            Reservation::Existing(e) => assert_eq!(e.status_code, 0),
-            other => panic!("{other:?}"),
-        }
-        s.complete_idempotent("p", "k", 200, "{}").await.unwrap();
-        match s
-            .reserve_idempotent("p", "k", "sign", "h2", 12, 0)
-            .await
-            .unwrap()
-        {
-            Reservation::Existing(e) => {
-                assert_eq!((e.status_code, e.request_hash.as_str()), (200, "h"))
-            }
-            other => panic!("{other:?}"),
-        }
-        // Another principal has its own key space; an expired record is replaced.
-        assert_eq!(
-            s.reserve_idempotent("q", "k", "sign", "h", 12, 0)
-                .await
-                .unwrap(),
-            Reservation::Reserved
-        );
-        assert_eq!(
-            s.reserve_idempotent("p", "k", "sign", "h", 30, 20)
-                .await
-                .unwrap(),
-            Reservation::Reserved
-        );
-        s.release_idempotent("p", "k").await.unwrap();
-        assert_eq!(
-            s.reserve_idempotent("p", "k", "sign", "h", 31, 20)
-                .await
-                .unwrap(),
-            Reservation::Reserved
-        );
+        assert!(Backend::from_url("oracle://x").is_err());
     }
 }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use dkms_client;
+use dkms_store::Backend;
+use dkms_store::testdb::{self, TestDb};
 
 /// A running gateway with its nodes. Everything is killed on drop.
 pub struct Stack {
@@ -19,6 +21,11 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
+    /// The gateway's database: a SQLite file in `dir`, or a fresh database on the MariaDB
+    /// or PostgreSQL server when `DKMS_TEST_DB` says so.
+    pub db_url: String,
+    pub backend: Backend,
+    db: Option<TestDb>,
     gateway: Option<Child>,
     nodes: BTreeMap<String, Child>,
 }
@@ -40,7 +47,21 @@ impl Stack {
     /// Starts a gateway and `nodes` nodes tagged `node1`..`nodeN`, all connected.
     pub async fn start(bin: impl AsRef<Path>, nodes: usize) -> Result<Stack> {
         let dir = tempfile::Builder::new().prefix("dkms-test-").tempdir()?;
+        let backend = testdb::backend_from_env()?;
+        let (db_url, db) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("gateway.db").display()),
+                None,
+            ),
+            _ => {
+                let db = TestDb::create(backend, dir.path()).await?;
+                (db.url.clone(), Some(db))
+            }
+        };
         let mut stack = Stack {
+            db_url,
+            backend,
+            db,
             client: Client::new("http://127.0.0.1:1", "none")?,
             url: String::new(),
             token: String::new(),
@@ -63,10 +84,6 @@ impl Stack {
         self.dir.path().join("gateway.log")
     }
 
-    pub fn gateway_db(&self) -> PathBuf {
-        self.dir.path().join("gateway.db")
-    }
-
     pub fn node_dir(&self, tag: &str) -> PathBuf {
         self.dir.path().join("nodes").join(tag)
     }
@@ -82,7 +99,7 @@ impl Stack {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--database-url")
-            .arg(format!("sqlite://{}", self.gateway_db().display()))
+            .arg(&self.db_url)
             .arg("--admin-token-file")
             .arg(self.dir.path().join("admin.token"))
             .env("RUST_LOG", "debug,sqlx=warn,hyper=info,tungstenite=info")
@@ -211,7 +228,8 @@ impl Stack {
         }
     }
 
-    /// Every byte the gateway wrote: its database files and its log.
+    /// Every byte the gateway wrote: its log and its database (the SQLite files, or a
+    /// dump of the MariaDB / PostgreSQL database made with the servers' dump tools).
     pub fn gateway_artifacts(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(self.dir.path())? {
@@ -220,6 +238,39 @@ impl Stack {
             if name.starts_with("gateway") && p.is_file() {
                 out.extend(std::fs::read(&p)?);
             }
+        }
+        if let Some(db) = &self.db {
+            let name = db
+                .url
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            let dump = match self.backend {
+                Backend::MySql => Command::new("mysqldump")
+                    .args([
+                        "-h",
+                        "127.0.0.1",
+                        "-u",
+                        "root",
+                        "--skip-extended-insert",
+                        name,
+                    ])
+                    .output(),
+                _ => Command::new("pg_dump")
+                    .args(["-h", "127.0.0.1", "-U", "postgres", "--inserts", name])
+                    .output(),
+            }
+            .context("running the database dump tool")?;
+            if !dump.status.success() || dump.stdout.is_empty() {
+                bail!(
+                    "database dump failed: {}",
+                    String::from_utf8_lossy(&dump.stderr)
+                );
+            }
+            out.extend(dump.stdout);
         }
         Ok(out)
     }
@@ -232,5 +283,17 @@ impl Drop for Stack {
             self.kill_node(&t);
         }
         self.kill_gateway();
+        if let Some(db) = self.db.take() {
+            // Drop runs outside any runtime guarantee; use a private one on its own thread.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(db.drop_database());
+                }
+            })
+            .join();
+        }
     }
 }

@@ -9,7 +9,7 @@ CREATE TABLE nodes (
     updated_at      BIGINT NOT NULL
 );
 
-CREATE TABLE keys (
+CREATE TABLE mpc_keys (
     key_id        TEXT PRIMARY KEY,
     key_type      TEXT NOT NULL,
     scheme        TEXT NOT NULL,
@@ -24,11 +24,11 @@ CREATE TABLE keys (
     created_at    BIGINT NOT NULL,
     updated_at    BIGINT NOT NULL
 );
-CREATE INDEX keys_status ON keys (status);
+CREATE INDEX mpc_keys_status ON mpc_keys (status);
 
 CREATE TABLE sign_tasks (
     instance_id   TEXT PRIMARY KEY,
-    key_id        TEXT NOT NULL REFERENCES keys (key_id),
+    key_id        TEXT NOT NULL REFERENCES mpc_keys (key_id),
     digest        TEXT NOT NULL,            -- hex, 32 bytes
     status        TEXT NOT NULL,
     signature     TEXT,                     -- hex r || s || v

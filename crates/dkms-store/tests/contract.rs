@@ -1,0 +1,265 @@
+//! The store contract, written once and run on every backend against the real servers:
+//! SQLite, MariaDB (127.0.0.1:3306) and PostgreSQL (127.0.0.1:5432). A server that cannot
+//! be reached fails its test.
+
+use dkms_store::testdb::TestDb;
+use dkms_store::{
+    Backend, KeyRow, NODE_ACTIVE, Reservation, SignRow, Store, StoreError, Swept, TaskStatus,
+};
+
+fn key(id: &str) -> KeyRow {
+    KeyRow {
+        key_id: id.into(),
+        key_type: "ECDSA_K1".into(),
+        scheme: "DKLS23_SECP256K1".into(),
+        threshold: 2,
+        total_shares: 3,
+        participants: vec!["a".into(), "b".into(), "c".into()],
+        status: TaskStatus::Init,
+        public_key: None,
+        address: None,
+        error_code: None,
+        error_message: None,
+        created_at: 1,
+    }
+}
+
+fn sign(id: &str, key_id: &str) -> SignRow {
+    SignRow {
+        instance_id: id.into(),
+        key_id: key_id.into(),
+        digest: "00".repeat(32),
+        status: TaskStatus::Init,
+        signature: None,
+        signers: vec![],
+        error_code: None,
+        error_message: None,
+        created_at: 5,
+    }
+}
+
+async fn nodes_join_once(s: &Store) {
+    s.insert_node("n1", "h", 1).await.unwrap();
+    assert!(matches!(
+        s.insert_node("n1", "h", 1).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(!s.activate_node("n1", "wrong", "sk", "ek", 2).await.unwrap());
+    assert!(s.set_join_token("n1", "h2", 2).await.unwrap());
+    assert!(!s.activate_node("n1", "h", "sk", "ek", 2).await.unwrap());
+    assert!(s.activate_node("n1", "h2", "sk", "ek", 3).await.unwrap());
+    assert!(!s.activate_node("n1", "h2", "sk2", "ek2", 4).await.unwrap());
+    assert!(
+        !s.set_join_token("n1", "h3", 5).await.unwrap(),
+        "joined nodes get no new token"
+    );
+    let n = s.get_node("n1").await.unwrap().unwrap();
+    assert_eq!(n.status, NODE_ACTIVE);
+    assert_eq!(n.signing_key.as_deref(), Some("sk"));
+    assert_eq!(n.encryption_key.as_deref(), Some("ek"));
+    assert_eq!(n.join_token_hash, None);
+    s.insert_node("n0", "h", 0).await.unwrap();
+    let all: Vec<String> = s
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.tag)
+        .collect();
+    assert_eq!(all, vec!["n0", "n1"]);
+    assert!(s.get_node("nope").await.unwrap().is_none());
+}
+
+async fn terminal_states_stick(s: &Store) {
+    s.insert_key(&key("k1")).await.unwrap();
+    assert!(matches!(
+        s.insert_key(&key("k1")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(s.start_key("k1", 2).await.unwrap());
+    assert!(!s.start_key("k1", 2).await.unwrap());
+    assert!(s.finish_key("k1", "02ab", Some("0xabc"), 3).await.unwrap());
+    assert!(!s.fail_key("k1", "X", "late failure", 4).await.unwrap());
+    let k = s.get_key("k1").await.unwrap().unwrap();
+    assert_eq!(k.status, TaskStatus::Finished);
+    assert_eq!(k.participants, vec!["a", "b", "c"]);
+    assert_eq!((k.threshold, k.total_shares), (2, 3));
+    assert_eq!(k.public_key.as_deref(), Some("02ab"));
+    assert_eq!(k.address.as_deref(), Some("0xabc"));
+
+    s.insert_sign(&sign("s1", "k1")).await.unwrap();
+    assert!(
+        s.start_sign("s1", &["a".into(), "b".into()], 6)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.fail_sign("s1", "NODE_UNAVAILABLE", "gone", 7)
+            .await
+            .unwrap()
+    );
+    assert!(!s.finish_sign("s1", "ff", 8).await.unwrap());
+    let got = s.get_sign("s1").await.unwrap().unwrap();
+    assert_eq!(got.status, TaskStatus::Failed);
+    assert_eq!(got.signers, vec!["a", "b"]);
+    assert_eq!(got.error_code.as_deref(), Some("NODE_UNAVAILABLE"));
+    assert!(s.get_sign("nope").await.unwrap().is_none());
+    // A signing task must name an existing key.
+    assert!(s.insert_sign(&sign("s2", "no-such-key")).await.is_err());
+}
+
+async fn concurrent_ends_have_one_winner(s: &Store) {
+    for i in 0..5 {
+        let id = format!("race{i}");
+        s.insert_key(&key(&id)).await.unwrap();
+        let (a, b) = tokio::join!(
+            s.finish_key(&id, "02", None, 10),
+            s.fail_key(&id, "TIMEOUT", "late", 10)
+        );
+        assert!(a.unwrap() ^ b.unwrap(), "exactly one end wins");
+    }
+}
+
+async fn sweep_fails_only_open_tasks(s: &Store) {
+    s.insert_key(&key("open")).await.unwrap();
+    s.insert_key(&key("done")).await.unwrap();
+    s.finish_key("done", "02", None, 2).await.unwrap();
+    s.insert_sign(&sign("so", "done")).await.unwrap();
+    let swept = s.fail_unfinished("INTERNAL", "restarted", 3).await.unwrap();
+    assert_eq!(swept, Swept { keys: 1, signs: 1 });
+    let open = s.get_key("open").await.unwrap().unwrap();
+    assert_eq!(open.status, TaskStatus::Failed);
+    assert_eq!(open.error_message.as_deref(), Some("restarted"));
+    assert_eq!(
+        s.get_key("done").await.unwrap().unwrap().status,
+        TaskStatus::Finished
+    );
+    assert_eq!(
+        s.get_sign("so").await.unwrap().unwrap().status,
+        TaskStatus::Failed
+    );
+}
+
+async fn api_keys(s: &Store) {
+    assert_eq!(s.count_api_keys().await.unwrap(), 0);
+    s.insert_api_key("id1", "hash1", "admin", "bootstrap", 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.insert_api_key("id2", "hash1", "admin", "dup", 1).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(s.count_api_keys().await.unwrap(), 1);
+    let k = s.find_api_key("hash1").await.unwrap().unwrap();
+    assert_eq!(
+        (k.id.as_str(), k.role.as_str(), k.revoked),
+        ("id1", "admin", false)
+    );
+    assert!(s.find_api_key("other").await.unwrap().is_none());
+}
+
+async fn idempotency(s: &Store) {
+    let r = s
+        .reserve_idempotent("p", "k", "sign", "h", 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(r, Reservation::Reserved);
+    match s
+        .reserve_idempotent("p", "k", "sign", "h", 11, 0)
+        .await
+        .unwrap()
+    {
+        Reservation::Existing(e) => assert_eq!(e.status_code, 0),
+        other => panic!("{other:?}"),
+    }
+    s.complete_idempotent("p", "k", 200, "{}").await.unwrap();
+    match s
+        .reserve_idempotent("p", "k", "sign", "h2", 12, 0)
+        .await
+        .unwrap()
+    {
+        Reservation::Existing(e) => {
+            assert_eq!(
+                (e.status_code, e.request_hash.as_str(), e.response.as_str()),
+                (200, "h", "{}")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.reserve_idempotent("q", "k", "sign", "h", 12, 0)
+            .await
+            .unwrap(),
+        Reservation::Reserved,
+        "another principal has its own key space"
+    );
+    assert_eq!(
+        s.reserve_idempotent("p", "k", "sign", "h", 30, 20)
+            .await
+            .unwrap(),
+        Reservation::Reserved,
+        "an expired record is replaced"
+    );
+    s.release_idempotent("p", "k").await.unwrap();
+    assert_eq!(
+        s.reserve_idempotent("p", "k", "sign", "h", 31, 20)
+            .await
+            .unwrap(),
+        Reservation::Reserved
+    );
+}
+
+async fn concurrent_reservations_have_one_winner(s: &Store) {
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.reserve_idempotent("p", "same", "gen", "h", 100, 0).await
+        }));
+    }
+    let mut reserved = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Reservation::Reserved) => reserved += 1,
+            Ok(Reservation::Existing(_)) => {}
+            // SQLite may report a busy writer under contention; that is a refusal, not a second winner.
+            Err(StoreError::Db(_)) if s.backend() == Backend::Sqlite => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(reserved, 1);
+}
+
+async fn contract(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create(backend, dir.path()).await.unwrap();
+    let s = Store::connect(&db.url).await.unwrap();
+    assert_eq!(s.backend(), backend);
+    // Migrations are applied once; connecting again is a no-op.
+    let again = Store::connect(&db.url).await.unwrap();
+    drop(again);
+    nodes_join_once(&s).await;
+    terminal_states_stick(&s).await;
+    concurrent_ends_have_one_winner(&s).await;
+    sweep_fails_only_open_tasks(&s).await;
+    api_keys(&s).await;
+    idempotency(&s).await;
+    concurrent_reservations_have_one_winner(&s).await;
+    drop(s);
+    db.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_contract() {
+    contract(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_store_contract() {
+    contract(Backend::MySql).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_contract() {
+    contract(Backend::Postgres).await;
+}
