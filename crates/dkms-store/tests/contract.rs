@@ -2,6 +2,8 @@
 //! SQLite, MariaDB (127.0.0.1:3306) and PostgreSQL (127.0.0.1:5432). A server that cannot
 //! be reached fails its test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use dkms_store::testdb::TestDb;
 use dkms_store::{
     Backend, KeyRow, NODE_ACTIVE, Reservation, SignRow, Store, StoreError, Swept, TaskStatus,
