@@ -205,3 +205,70 @@ async fn a_gateway_killed_mid_keygen_leaves_a_truthful_task_and_usable_keys() {
     let sig = c.sign(&good, &hex::encode(d), WAIT).await.unwrap();
     verify_independently(&good_key, &d, &sig);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_keygen_fails_the_key_and_leaves_no_share_behind() {
+    let mut stack = Stack::start(BIN, 3).await.expect("stack");
+    let c = stack.client.clone();
+    let good = c
+        .generate_key(&keygen_request(&["node1", "node2", "node3"], 2))
+        .await
+        .unwrap();
+    let good_key = c.wait_key(&good, WAIT).await.unwrap();
+    assert_eq!(good_key.status, "FINISHED");
+
+    let doomed = c
+        .generate_key(&keygen_request(&["node1", "node2", "node3"], 3))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    stack.kill_node("node3");
+    let started = std::time::Instant::now();
+    let k = c.wait_key(&doomed, WAIT).await.unwrap();
+    assert_eq!(k.status, "FAILED", "{k:?}");
+    assert_eq!(k.error_code.as_deref(), Some("NODE_UNAVAILABLE"));
+    assert!(
+        k.error_message.as_deref().unwrap().contains("node3"),
+        "{k:?}"
+    );
+    assert!(k.public_key.is_none() && k.address.is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "fails promptly"
+    );
+
+    // No node holds a share of the failed key; every node still holds the good one.
+    for t in ["node1", "node2"] {
+        stack.kill_node(t);
+    }
+    for t in ["node1", "node2", "node3"] {
+        let dir = stack.node_dir(t);
+        let sealer = std::sync::Arc::new(
+            dkms_node::sealer::SoftwareSealer::from_key_file(&dir.join("sealing.key")).unwrap(),
+        );
+        let store = dkms_node::store::NodeStore::open(&dir.join("node.redb"), sealer).unwrap();
+        let held: Vec<String> = store
+            .list_shares()
+            .unwrap()
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        assert!(
+            !held.contains(&doomed),
+            "{t} kept a share of the failed key"
+        );
+        assert!(held.contains(&good), "{t} lost the good key");
+    }
+
+    for t in ["node1", "node2", "node3"] {
+        stack.restart_node(t).await.unwrap();
+    }
+    let d = digest("after a failed keygen");
+    let sig = c.sign(&good, &hex::encode(d), WAIT).await.unwrap();
+    verify_independently(&good_key, &d, &sig);
+    let again = c
+        .generate_key(&keygen_request(&["node1", "node2", "node3"], 3))
+        .await
+        .unwrap();
+    assert_eq!(c.wait_key(&again, WAIT).await.unwrap().status, "FINISHED");
+}

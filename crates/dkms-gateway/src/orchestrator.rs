@@ -410,19 +410,30 @@ async fn run_session(
             Ok(Some(ev)) => ev,
             Ok(None) => break TaskFailure::new(ErrorCode::Internal, "session channel closed"),
             Err(_) => {
-                let silent: Vec<NodeTag> = parties
+                let pending: Vec<NodeTag> = parties
                     .iter()
                     .filter(|p| !results.contains_key(*p))
                     .cloned()
                     .collect();
+                // Parties that sent less than the rest are the ones the others wait for.
+                let laggards = state.hub.laggards(handle.session);
+                let blame = if laggards.is_empty() {
+                    String::new()
+                } else {
+                    format!("; stalled waiting for messages from: {}", join(&laggards))
+                };
+                let culprit = match (laggards.as_slice(), pending.as_slice()) {
+                    ([one], _) | ([], [one]) => Some(one.clone()),
+                    _ => None,
+                };
                 break TaskFailure {
                     code: ErrorCode::Timeout,
                     message: format!(
-                        "the session did not finish within {} s; no result from: {}",
+                        "the session did not finish within {} s; no result from: {}{blame}",
                         timeout.as_secs(),
-                        join(&silent)
+                        join(&pending)
                     ),
-                    culprit: (silent.len() == 1).then(|| silent[0].clone()),
+                    culprit,
                 };
             }
         };

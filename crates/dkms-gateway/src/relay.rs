@@ -42,6 +42,8 @@ struct NodeConn {
 struct SessionEntry {
     participants: HashSet<NodeTag>,
     events: mpsc::Sender<SessionEvent>,
+    /// Messages relayed from each party, to name the ones that fell silent.
+    sent: HashMap<NodeTag, u32>,
 }
 
 /// Live node connections and running sessions.
@@ -95,6 +97,7 @@ impl Hub {
                 SessionEntry {
                     participants: participants.iter().cloned().collect(),
                     events: tx,
+                    sent: HashMap::new(),
                 },
             );
         }
@@ -103,6 +106,27 @@ impl Hub {
             session,
             events: rx,
         }
+    }
+
+    /// The parties that sent fewer messages than the others in a session (those a stalled
+    /// session waits for); empty when everyone sent as much.
+    pub fn laggards(&self, session: SessionRef) -> Vec<NodeTag> {
+        let Ok(s) = self.sessions.lock() else {
+            return Vec::new();
+        };
+        let Some(e) = s.get(&session) else {
+            return Vec::new();
+        };
+        let count = |p: &NodeTag| e.sent.get(p).copied().unwrap_or(0);
+        let max = e.participants.iter().map(count).max().unwrap_or(0);
+        let mut v: Vec<NodeTag> = e
+            .participants
+            .iter()
+            .filter(|p| count(p) < max)
+            .cloned()
+            .collect();
+        v.sort();
+        v
     }
 
     /// Sends a frame to a connected node; false if it is not connected.
@@ -140,9 +164,17 @@ impl Hub {
         payload: Vec<u8>,
     ) {
         let allowed = match self.sessions.lock() {
-            Ok(s) => s.get(&session).is_some_and(|e| {
-                e.participants.contains(from) && e.participants.contains(&to) && *from != to
-            }),
+            Ok(mut s) => match s.get_mut(&session) {
+                Some(e)
+                    if e.participants.contains(from)
+                        && e.participants.contains(&to)
+                        && *from != to =>
+                {
+                    *e.sent.entry(from.clone()).or_default() += 1;
+                    true
+                }
+                _ => false,
+            },
             Err(_) => false,
         };
         if !allowed {

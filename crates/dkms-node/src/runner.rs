@@ -287,6 +287,34 @@ enum Inbound {
     Abort(String),
 }
 
+/// Faults a node can be told to commit in signing sessions, for tests of how the others
+/// cope. Only a build with the `misbehave` feature reads `DKMS_TEST_MISBEHAVE`; a normal
+/// build always behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "misbehave"), allow(dead_code))]
+enum Fault {
+    None,
+    /// Computes but sends nothing.
+    Silent,
+    /// Sends random bytes instead of sealed messages.
+    Garbage,
+    /// Seals a protocol message with one bit flipped.
+    Tamper,
+}
+
+fn signing_fault() -> Fault {
+    #[cfg(feature = "misbehave")]
+    {
+        match std::env::var("DKMS_TEST_MISBEHAVE").as_deref() {
+            Ok("silent") => return Fault::Silent,
+            Ok("garbage") => return Fault::Garbage,
+            Ok("tamper") => return Fault::Tamper,
+            _ => {}
+        }
+    }
+    Fault::None
+}
+
 /// A session's failure as reported to the gateway.
 struct Failure {
     kind: FailureKind,
@@ -315,6 +343,7 @@ impl Failure {
 /// The parties of a running session, by index.
 struct Roster {
     store: Arc<NodeStore>,
+    fault: Fault,
     me: PartyIndex,
     session_id: [u8; 32],
     peers: HashMap<PartyIndex, ShareParticipant>,
@@ -509,13 +538,25 @@ async fn send_all(
                     sender: &ctx2.tag,
                     recipient: &peer.tag,
                 };
-                let ct = envelope::seal(&ctx2.enc, &peer.encryption_key, &ectx, &m.payload)
+                let mut plain = m.payload;
+                if roster2.fault == Fault::Tamper
+                    && let Some(b) = plain.last_mut()
+                {
+                    *b ^= 0x01;
+                }
+                let mut ct = envelope::seal(&ctx2.enc, &peer.encryption_key, &ectx, &plain)
                     .map_err(|e| Failure::internal(format!("sealing: {e}")))?;
+                if roster2.fault == Fault::Garbage {
+                    getrandom::fill(&mut ct).map_err(|e| Failure::internal(e.to_string()))?;
+                }
                 Ok((peer.tag.clone(), m.round, ct))
             })
             .collect::<Result<Vec<_>, Failure>>()
     })
     .await??;
+    if roster.fault == Fault::Silent {
+        return Ok(());
+    }
     for (to, round, payload) in sealed {
         out.send(FromNode::Send {
             session: start.session,
@@ -617,6 +658,7 @@ async fn prepare_keygen(
     let my_index = (me + 1) as PartyIndex;
     let roster = Roster {
         store: ctx.store.clone(),
+        fault: Fault::None,
         me: my_index,
         session_id,
         peers: share_participants
@@ -687,6 +729,7 @@ async fn prepare_sign(
     );
     let roster = Roster {
         store: ctx.store.clone(),
+        fault: signing_fault(),
         me: share.my_index(),
         session_id,
         peers: share

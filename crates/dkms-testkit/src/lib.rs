@@ -21,6 +21,7 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
+    gateway_env: Vec<(String, String)>,
     /// The gateway's database: a SQLite file in `dir`, or a fresh database on the MariaDB
     /// or PostgreSQL server when `DKMS_TEST_DB` says so.
     pub db_url: String,
@@ -46,6 +47,16 @@ fn log_file(path: &Path) -> Result<std::fs::File> {
 impl Stack {
     /// Starts a gateway and `nodes` nodes tagged `node1`..`nodeN`, all connected.
     pub async fn start(bin: impl AsRef<Path>, nodes: usize) -> Result<Stack> {
+        Self::start_with(bin, nodes, &[]).await
+    }
+
+    /// As [`Stack::start`], with extra environment for the gateway process (for example
+    /// `DKMS_SIGN_TIMEOUT_SECS`).
+    pub async fn start_with(
+        bin: impl AsRef<Path>,
+        nodes: usize,
+        gateway_env: &[(&str, &str)],
+    ) -> Result<Stack> {
         let dir = tempfile::Builder::new().prefix("dkms-test-").tempdir()?;
         let backend = testdb::backend_from_env()?;
         let (db_url, db) = match backend {
@@ -59,6 +70,10 @@ impl Stack {
             }
         };
         let mut stack = Stack {
+            gateway_env: gateway_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             db_url,
             backend,
             db,
@@ -103,6 +118,11 @@ impl Stack {
             .arg("--admin-token-file")
             .arg(self.dir.path().join("admin.token"))
             .env("RUST_LOG", "debug,sqlx=warn,hyper=info,tungstenite=info")
+            .envs(
+                self.gateway_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -151,10 +171,15 @@ impl Stack {
             .join_token(tag)
             .await
             .map_err(|e| anyhow!("joinToken {tag}: {e}"))?;
-        self.spawn_node(tag, Some(&token))
+        self.spawn_node(tag, Some(&token), &[])
     }
 
-    fn spawn_node(&mut self, tag: &str, join_token: Option<&str>) -> Result<()> {
+    fn spawn_node(
+        &mut self,
+        tag: &str,
+        join_token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         let dir = self.node_dir(tag);
         std::fs::create_dir_all(&dir)?;
         let log = log_file(&dir.join("node.log"))?;
@@ -176,6 +201,7 @@ impl Stack {
         if let Some(t) = join_token {
             cmd.env("DKMS_JOIN_TOKEN", t);
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .spawn()
             .with_context(|| format!("starting node {tag}"))?;
@@ -193,8 +219,14 @@ impl Stack {
 
     /// Restarts a node that has joined before, keeping its data.
     pub async fn restart_node(&mut self, tag: &str) -> Result<()> {
+        self.restart_node_with(tag, &[]).await
+    }
+
+    /// Restarts a node with extra environment (for example `DKMS_TEST_MISBEHAVE`).
+    pub async fn restart_node_with(&mut self, tag: &str, env: &[(&str, &str)]) -> Result<()> {
         self.kill_node(tag);
-        self.spawn_node(tag, None)?;
+        self.wait_disconnected(tag, Duration::from_secs(10)).await?;
+        self.spawn_node(tag, None, env)?;
         self.wait_connected(&[tag.to_owned()], Duration::from_secs(30))
             .await
     }
