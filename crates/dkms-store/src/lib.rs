@@ -64,14 +64,22 @@ pub enum StoreError {
     Db(String),
     #[error("stored record is malformed: {0}")]
     Corrupt(String),
+    /// A deadlock or serialization failure; running the statement again may succeed.
+    #[error("transient database conflict: {0}")]
+    Retryable(String),
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &e
-            && db.is_unique_violation()
-        {
-            return StoreError::Conflict;
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                return StoreError::Conflict;
+            }
+            // SQLSTATE 40001 (MySQL deadlock, PostgreSQL serialization failure), 40P01
+            // (PostgreSQL deadlock): the statement may simply be run again.
+            if matches!(db.code().as_deref(), Some("40001" | "40P01")) {
+                return StoreError::Retryable(e.to_string());
+            }
         }
         StoreError::Db(e.to_string())
     }
@@ -111,8 +119,13 @@ pub struct KeyRow {
     pub address: Option<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// [`ORIGIN_GENERATED`] or [`ORIGIN_IMPORTED`].
+    pub origin: String,
     pub created_at: i64,
 }
+
+pub const ORIGIN_GENERATED: &str = "GENERATED";
+pub const ORIGIN_IMPORTED: &str = "IMPORTED";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignRow {
@@ -283,8 +296,8 @@ impl Store {
             serde_json::to_string(&k.participants).map_err(|e| StoreError::Db(e.to_string()))?;
         self.q(
             "INSERT INTO mpc_keys (key_id, key_type, scheme, threshold, total_shares, participants, status, \
-             public_key, address, error_code, error_message, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             public_key, address, error_code, error_message, origin, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(k.key_id.clone())
         .bind(k.key_type.clone())
@@ -297,6 +310,7 @@ impl Store {
         .bind(k.address.clone())
         .bind(k.error_code.clone())
         .bind(k.error_message.clone())
+        .bind(k.origin.clone())
         .bind(k.created_at)
         .bind(k.created_at)
         .execute(&self.pool)
@@ -535,7 +549,9 @@ impl Store {
     // ---- idempotency ----
 
     /// Claims `key` for this request, or returns what the first request with that key got.
-    /// A record older than `not_before` has expired and is replaced.
+    /// A record older than `not_before` has expired and is taken over. Each step is one
+    /// atomic statement (no multi-statement transaction, so no lock-order deadlocks under
+    /// contention); a transient deadlock or serialization failure is retried.
     pub async fn reserve_idempotent(
         &self,
         principal: &str,
@@ -545,13 +561,31 @@ impl Store {
         now: i64,
         not_before: i64,
     ) -> Result<Reservation> {
-        let mut tx = self.pool.begin().await?;
-        self.q("DELETE FROM idempotency WHERE principal = ? AND idem_key = ? AND created_at < ?")
-            .bind(principal.to_owned())
-            .bind(key.to_owned())
-            .bind(not_before)
-            .execute(&mut *tx)
-            .await?;
+        let mut attempt = 0;
+        loop {
+            match self
+                .try_reserve(principal, key, route, request_hash, now, not_before)
+                .await
+            {
+                Err(StoreError::Retryable(_)) if attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                }
+                Err(StoreError::Retryable(e)) => return Err(StoreError::Db(e)),
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_reserve(
+        &self,
+        principal: &str,
+        key: &str,
+        route: &str,
+        request_hash: &str,
+        now: i64,
+        not_before: i64,
+    ) -> Result<Reservation> {
         let insert = match self.backend {
             Backend::MySql => self.q(
                 "INSERT IGNORE INTO idempotency (principal, idem_key, route, request_hash, status_code, response, created_at) \
@@ -568,31 +602,44 @@ impl Store {
             .bind(route.to_owned())
             .bind(request_hash.to_owned())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?
             .rows_affected();
-        let out = if inserted == 1 {
-            Reservation::Reserved
-        } else {
-            let r = self
-                .q(
-                    "SELECT route, request_hash, status_code, response FROM idempotency \
-                 WHERE principal = ? AND idem_key = ?",
-                )
-                .bind(principal.to_owned())
-                .bind(key.to_owned())
-                .fetch_one(&mut *tx)
-                .await?;
-            Reservation::Existing(IdempotentResponse {
-                route: r.try_get("route")?,
-                request_hash: r.try_get("request_hash")?,
-                status_code: u16::try_from(r.try_get::<i64, _>("status_code")?)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                response: r.try_get("response")?,
-            })
-        };
-        tx.commit().await?;
-        Ok(out)
+        if inserted == 1 {
+            return Ok(Reservation::Reserved);
+        }
+        // Take over an expired record; of several racing requests one wins.
+        let taken = self
+            .q("UPDATE idempotency SET route = ?, request_hash = ?, status_code = 0, response = '', created_at = ? \
+                WHERE principal = ? AND idem_key = ? AND created_at < ?")
+            .bind(route.to_owned())
+            .bind(request_hash.to_owned())
+            .bind(now)
+            .bind(principal.to_owned())
+            .bind(key.to_owned())
+            .bind(not_before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if taken == 1 {
+            return Ok(Reservation::Reserved);
+        }
+        let r = self
+            .q(
+                "SELECT route, request_hash, status_code, response FROM idempotency \
+                WHERE principal = ? AND idem_key = ?",
+            )
+            .bind(principal.to_owned())
+            .bind(key.to_owned())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Reservation::Existing(IdempotentResponse {
+            route: r.try_get("route")?,
+            request_hash: r.try_get("request_hash")?,
+            status_code: u16::try_from(r.try_get::<i64, _>("status_code")?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            response: r.try_get("response")?,
+        }))
     }
 
     /// Stores the answer to a reserved request.
@@ -688,6 +735,7 @@ fn key_row(r: &AnyRow) -> Result<KeyRow> {
         address: r.try_get("address")?,
         error_code: r.try_get("error_code")?,
         error_message: r.try_get("error_message")?,
+        origin: r.try_get("origin")?,
         created_at: r.try_get("created_at")?,
     })
 }

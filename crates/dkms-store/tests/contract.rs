@@ -22,6 +22,7 @@ fn key(id: &str) -> KeyRow {
         address: None,
         error_code: None,
         error_message: None,
+        origin: dkms_store::ORIGIN_GENERATED.into(),
         created_at: 1,
     }
 }
@@ -88,6 +89,15 @@ async fn terminal_states_stick(s: &Store) {
     assert_eq!((k.threshold, k.total_shares), (2, 3));
     assert_eq!(k.public_key.as_deref(), Some("02ab"));
     assert_eq!(k.address.as_deref(), Some("0xabc"));
+    assert_eq!(k.origin, dkms_store::ORIGIN_GENERATED);
+    let mut imported = key("k-imported");
+    imported.origin = dkms_store::ORIGIN_IMPORTED.into();
+    s.insert_key(&imported).await.unwrap();
+    assert!(s.finish_key("k-imported", "03ab", None, 2).await.unwrap());
+    assert_eq!(
+        s.get_key("k-imported").await.unwrap().unwrap().origin,
+        dkms_store::ORIGIN_IMPORTED
+    );
 
     s.insert_sign(&sign("s1", "k1")).await.unwrap();
     assert!(
