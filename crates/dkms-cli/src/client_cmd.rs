@@ -98,6 +98,24 @@ pub enum KeyCmd {
         /// The key id
         key_id: String,
     },
+    /// Import an existing private key (PEM). By default the key is split here and each
+    /// share sealed to its node, so the gateway never sees the key
+    Import(KeyImportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KeyImportArgs {
+    /// PEM file: encrypted or plain PKCS#8, SEC1 EC PRIVATE KEY, or legacy OpenSSL-encrypted SEC1
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+    /// File holding the PEM's password (the password may also come from DKMS_KEY_PASSWORD)
+    #[arg(long)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Send the PEM to the gateway's key/import instead of splitting it here
+    #[arg(long)]
+    pub server_side: bool,
+    #[command(flatten)]
+    pub key: KeyGenArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -193,6 +211,7 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 }
             }
             KeyCmd::Get { key_id } => print_json(&client.get_key(&key_id).await?),
+            KeyCmd::Import(args) => import_key(client, args).await,
         },
         ClientCommand::Sign {
             key_id,
@@ -267,6 +286,99 @@ fn check_finished(
     let code = code.unwrap_or(status);
     let message = message.unwrap_or("no reason given");
     bail!("{what} ended with status {status}: {code}: {message}")
+}
+
+/// Imports a PEM key. Client-side (the default): parse, split with the trusted-dealer
+/// procedure, seal each share to its node's encryption key as the gateway lists it, and
+/// send only ciphertext. The plaintext is zeroized when this returns.
+async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
+    let pem = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?,
+    );
+    let password = match (&args.password_file, std::env::var("DKMS_KEY_PASSWORD").ok()) {
+        (Some(p), _) => Some(zeroize::Zeroizing::new(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        )),
+        (None, Some(pw)) => Some(zeroize::Zeroizing::new(pw)),
+        (None, None) => None,
+    };
+    let shape = keygen_request(&args.key);
+    let response = if args.server_side {
+        let req = dkms_client::KeyImportRequest {
+            key_params: shape.key_params,
+            service_participants: shape.service_participants,
+            threshold: shape.threshold,
+            total_shares: shape.total_shares,
+            private_key: pem.to_string(),
+            password: password.as_ref().map(|p| p.to_string()),
+        };
+        let resp = client.import_key(&req).await;
+        let mut req = req;
+        zeroize::Zeroize::zeroize(&mut req.private_key);
+        if let Some(p) = req.password.as_mut() {
+            zeroize::Zeroize::zeroize(p);
+        }
+        resp?
+    } else {
+        let secret =
+            dkms_mpc::import::parse_private_key_pem(&pem, password.as_ref().map(|p| p.as_bytes()))
+                .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+        let pods = client.list_pods().await?;
+        let mut participants = Vec::new();
+        for tag in &shape.service_participants {
+            let pod = pods
+                .iter()
+                .find(|p| &p.node_tag == tag)
+                .ok_or_else(|| anyhow!("node {tag} is not registered"))?;
+            let key: [u8; 32] = pod
+                .encryption_key
+                .as_deref()
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| anyhow!("node {tag} has not joined yet"))?;
+            participants.push(dkms_mpc::ShareParticipant {
+                tag: tag.parse().map_err(|e| anyhow!("node tag {tag}: {e}"))?,
+                encryption_key: key,
+            });
+        }
+        let threshold = u8::try_from(shape.threshold)
+            .map_err(|_| anyhow!("threshold {} is out of range", shape.threshold))?;
+        let key_id = uuid::Uuid::new_v4();
+        let public_key = secret.public_key();
+        let shares = dkms_mpc::import::split(&secret, key_id, threshold, participants)
+            .map_err(|e| anyhow!("splitting the key: {e}"))?;
+        drop(secret);
+        let mut sealed = Vec::with_capacity(shares.len());
+        for (share, tag) in shares.iter().zip(&shape.service_participants) {
+            let ct = dkms_mpc::import::seal_share(share)
+                .map_err(|e| anyhow!("sealing the share of {tag}: {e}"))?;
+            sealed.push(dkms_client::SealedShare {
+                node_tag: tag.clone(),
+                sealed: hex::encode(ct),
+            });
+        }
+        drop(shares);
+        client
+            .import_key_shares(&dkms_client::KeyImportSharesRequest {
+                key_id: key_id.to_string(),
+                key_params: shape.key_params,
+                service_participants: shape.service_participants,
+                threshold: shape.threshold,
+                total_shares: shape.total_shares,
+                public_key_hex: hex::encode(public_key),
+                shares: sealed,
+            })
+            .await?
+    };
+    if args.key.wait {
+        wait_key(client, &response.key_id, args.key.timeout).await
+    } else {
+        print_json(&response)
+    }
 }
 
 fn keygen_request(args: &KeyGenArgs) -> KeyGenRequest {

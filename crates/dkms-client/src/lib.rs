@@ -23,7 +23,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-pub use dkms_proto::api::{Health, KeyGenRequest, KeyInfo, KeyParams, PodInfo, SignInfo};
+pub use dkms_proto::api::{
+    Health, KeyGenRequest, KeyImportRequest, KeyImportResponse, KeyImportSharesRequest, KeyInfo,
+    KeyParams, PodInfo, SealedShare, SignInfo,
+};
 /// Re-exported so that callers of [`Client::raw`] need no direct `reqwest` dependency.
 pub use reqwest::Method;
 
@@ -49,6 +52,8 @@ const PATH_JOIN_TOKEN: &str = "/api/mappic/pod/joinToken";
 const PATH_LIST_PODS: &str = "/api/mappic/pod/list";
 const PATH_KEY_GEN: &str = "/api/mappic/dkms/key/gen";
 const PATH_KEY_GET: &str = "/api/mappic/dkms/key/get";
+const PATH_KEY_IMPORT: &str = "/api/mappic/dkms/key/import";
+const PATH_KEY_IMPORT_SHARES: &str = "/api/mappic/dkms/key/importShares";
 const PATH_SIGN_REQ: &str = "/api/mappic/dkms/sign/req";
 const PATH_SIGN_GET: &str = "/api/mappic/dkms/sign/get";
 
@@ -257,6 +262,24 @@ impl Client {
         };
         let resp: JoinTokenResponse = self.post(PATH_JOIN_TOKEN, &body, None).await?;
         Ok(resp.join_token)
+    }
+
+    /// `POST /api/mappic/dkms/key/import`: sends the private key (PEM) to the gateway,
+    /// which splits it at once. Prefer [`Client::import_key_shares`], where the gateway
+    /// never sees the key.
+    pub async fn import_key(
+        &self,
+        req: &KeyImportRequest,
+    ) -> Result<KeyImportResponse, ClientError> {
+        self.post(PATH_KEY_IMPORT, req, None).await
+    }
+
+    /// `POST /api/mappic/dkms/key/importShares`: a key split and sealed by the client.
+    pub async fn import_key_shares(
+        &self,
+        req: &KeyImportSharesRequest,
+    ) -> Result<KeyImportResponse, ClientError> {
+        self.post(PATH_KEY_IMPORT_SHARES, req, None).await
     }
 
     /// `GET /api/mappic/pod/list`.

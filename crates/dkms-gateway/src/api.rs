@@ -3,7 +3,7 @@
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, SecretJson};
 use crate::{AppState, MAX_BODY_BYTES, orchestrator, relay};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Extension, Json, Router};
 use dkms_proto::api::{
-    CreatePodRequest, Envelope, Health, JoinTokenResponse, KeyGenRequest, KeyGenResponse, KeyInfo,
-    PodInfo, SignInfo, SignRequest, SignRequestResponse,
+    CreatePodRequest, Envelope, Health, JoinTokenResponse, KeyGenRequest, KeyGenResponse,
+    KeyImportRequest, KeyImportResponse, KeyImportSharesRequest, KeyInfo, PodInfo, SignInfo,
+    SignRequest, SignRequestResponse,
 };
 use dkms_proto::{Digest32, ErrorCode, KeyId, KeyType, NodeTag, TaskStatus};
 use serde::Deserialize;
@@ -75,6 +76,14 @@ where
     }
 }
 
+/// Sealed shares of a large key are a few hundred KB each.
+pub const MAX_SHARES_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+fn with_body_limit(mut r: Route, limit: usize) -> Route {
+    r.handler = r.handler.layer(DefaultBodyLimit::max(limit));
+    r
+}
+
 /// Every endpoint of the gateway, in one place: the router is built from this table, and
 /// a test checks that `openapi.json` documents exactly these.
 fn routes() -> Vec<Route> {
@@ -89,6 +98,16 @@ fn routes() -> Vec<Route> {
         route(Get, "/api/mappic/pod/list", Bearer, list_pods),
         route(Post, "/api/mappic/dkms/key/gen", Bearer, key_gen),
         route(Get, "/api/mappic/dkms/key/get", Bearer, key_get),
+        route(Post, "/api/mappic/dkms/key/import", Bearer, key_import),
+        with_body_limit(
+            route(
+                Post,
+                "/api/mappic/dkms/key/importShares",
+                Bearer,
+                key_import_shares,
+            ),
+            MAX_SHARES_BODY_BYTES,
+        ),
         route(Post, "/api/mappic/dkms/sign/req", Bearer, sign_req),
         route(Get, "/api/mappic/dkms/sign/get", Bearer, sign_get),
     ]
@@ -391,6 +410,14 @@ async fn list_pods(State(state): State<AppState>) -> ApiResult<Json<Envelope<Vec
 
 // ---- keys ----
 
+/// The fields of a key-creating request that [`plan_key`] checks.
+struct KeyShape<'a> {
+    key_params: &'a dkms_proto::api::KeyParams,
+    service_participants: &'a [String],
+    threshold: i64,
+    total_shares: i64,
+}
+
 /// A validated key-generation request.
 struct KeygenPlan {
     key_type: KeyType,
@@ -399,6 +426,27 @@ struct KeygenPlan {
 }
 
 fn plan_keygen(req: &KeyGenRequest) -> ApiResult<KeygenPlan> {
+    plan_key(
+        &req.key_params,
+        &req.service_participants,
+        req.threshold,
+        req.total_shares,
+    )
+}
+
+/// Validates the parameters every key-creating request shares.
+fn plan_key(
+    key_params: &dkms_proto::api::KeyParams,
+    service_participants: &[String],
+    threshold: i64,
+    total_shares: i64,
+) -> ApiResult<KeygenPlan> {
+    let req = KeyShape {
+        key_params,
+        service_participants,
+        threshold,
+        total_shares,
+    };
     let key_type: KeyType = req
         .key_params
         .key_type
@@ -466,45 +514,210 @@ async fn key_gen(
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyGen", &req, || async {
         let plan = plan_keygen(&req)?;
-        for tag in &plan.participants {
-            match state.store.get_node(tag.as_str()).await? {
-                None => {
-                    return Err(ApiError::new(
-                        ErrorCode::NodeNotFound,
-                        format!("unknown node tag {tag}; register it with pod/createPod first"),
-                    ));
-                }
-                Some(n) if n.status != dkms_store::NODE_ACTIVE => {
-                    return Err(ApiError::new(
-                        ErrorCode::NodeUnavailable,
-                        format!("node {tag} is registered but has not joined yet"),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
+        check_nodes(&state, &plan).await?;
         let permit = admit_task(&state)?;
         let key_id = KeyId::new_random().to_string();
-        state
-            .store
-            .insert_key(&dkms_store::KeyRow {
-                key_id: key_id.clone(),
-                key_type: plan.key_type.as_str().into(),
-                scheme: "DKLS23_SECP256K1".into(),
-                threshold: plan.threshold,
-                total_shares: plan.participants.len() as u8,
-                participants: plan.participants.iter().map(|t| t.to_string()).collect(),
-                status: TaskStatus::Init,
-                public_key: None,
-                address: None,
-                error_code: None,
-                error_message: None,
-                created_at: state.clock.now_ms(),
-            })
-            .await?;
+        insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_GENERATED).await?;
         tracing::info!(key_id = %key_id, principal = %principal.id, "key generation requested");
         orchestrator::spawn_keygen(state.clone(), key_id.clone(), permit);
         to_value(KeyGenResponse { key_id })
+    })
+    .await
+}
+
+/// Every participant must be registered and joined.
+async fn check_nodes(state: &AppState, plan: &KeygenPlan) -> ApiResult<()> {
+    for tag in &plan.participants {
+        match state.store.get_node(tag.as_str()).await? {
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::NodeNotFound,
+                    format!("unknown node tag {tag}; register it with pod/createPod first"),
+                ));
+            }
+            Some(n) if n.status != dkms_store::NODE_ACTIVE => {
+                return Err(ApiError::new(
+                    ErrorCode::NodeUnavailable,
+                    format!("node {tag} is registered but has not joined yet"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn insert_key_row(
+    state: &AppState,
+    key_id: &str,
+    plan: &KeygenPlan,
+    origin: &str,
+) -> ApiResult<()> {
+    state
+        .store
+        .insert_key(&dkms_store::KeyRow {
+            key_id: key_id.to_owned(),
+            key_type: plan.key_type.as_str().into(),
+            scheme: "DKLS23_SECP256K1".into(),
+            threshold: plan.threshold,
+            total_shares: plan.participants.len() as u8,
+            participants: plan.participants.iter().map(|t| t.to_string()).collect(),
+            status: TaskStatus::Init,
+            public_key: None,
+            address: None,
+            error_code: None,
+            error_message: None,
+            origin: origin.to_owned(),
+            created_at: state.clock.now_ms(),
+        })
+        .await
+        .map_err(|e| match e {
+            dkms_store::StoreError::Conflict => {
+                ApiError::new(ErrorCode::Conflict, format!("key {key_id} already exists"))
+            }
+            other => other.into(),
+        })
+}
+
+/// What an import's idempotency and logs may see: the parameters and the public key,
+/// never the private key or its password.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImportFingerprint<'a> {
+    key_params: &'a dkms_proto::api::KeyParams,
+    service_participants: &'a [String],
+    threshold: i64,
+    total_shares: i64,
+    public_key_hex: String,
+}
+
+/// `POST /api/mappic/dkms/key/import`: the compatible API's import. The PEM is parsed
+/// here (a wrong password is a 400 before any node is contacted), split on the blocking
+/// pool, sealed to each node, and zeroized.
+async fn key_import(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    SecretJson(req): SecretJson<KeyImportRequest>,
+) -> Response {
+    let KeyImportRequest {
+        key_params,
+        service_participants,
+        threshold,
+        total_shares,
+        private_key,
+        password,
+    } = req;
+    let pem = zeroize::Zeroizing::new(private_key);
+    let password = password.map(zeroize::Zeroizing::new);
+    let plan = match plan_key(&key_params, &service_participants, threshold, total_shares) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let parsed = tokio::task::spawn_blocking(move || {
+        dkms_mpc::import::parse_private_key_pem(&pem, password.as_ref().map(|p| p.as_bytes()))
+    })
+    .await;
+    let secret = match parsed {
+        Ok(Ok(secret)) => secret,
+        Ok(Err(e)) => return ApiError::invalid(format!("privateKey: {e}")).into_response(),
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let fingerprint = ImportFingerprint {
+        key_params: &key_params,
+        service_participants: &service_participants,
+        threshold,
+        total_shares,
+        public_key_hex: hex::encode(secret.public_key()),
+    };
+    let mut secret = Some(secret);
+    idempotent(
+        &state,
+        &principal,
+        &headers,
+        "keyImport",
+        &fingerprint,
+        || async {
+            check_nodes(&state, &plan).await?;
+            let permit = admit_task(&state)?;
+            let secret = secret
+                .take()
+                .ok_or_else(|| ApiError::internal("import ran twice"))?;
+            let key_id = KeyId::new_random().to_string();
+            insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_IMPORTED).await?;
+            tracing::info!(key_id = %key_id, principal = %principal.id, "key import requested");
+            orchestrator::spawn_import(
+                state.clone(),
+                key_id.clone(),
+                permit,
+                orchestrator::ImportSource::Plain(secret),
+            );
+            to_value(KeyImportResponse {
+                instance_id: key_id.clone(),
+                key_id,
+            })
+        },
+    )
+    .await
+}
+
+/// `POST /api/mappic/dkms/key/importShares`: client-side import. The client split the
+/// key and sealed each share to its node; the gateway only relays ciphertext.
+async fn key_import_shares(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<KeyImportSharesRequest>,
+) -> Response {
+    idempotent(&state, &principal, &headers, "keyImportShares", &req, || async {
+        let plan = plan_key(
+            &req.key_params,
+            &req.service_participants,
+            req.threshold,
+            req.total_shares,
+        )?;
+        let key_id = parse_id(Some(req.key_id.as_str()), "keyId")?.to_string();
+        let public_key: [u8; 33] = hex::decode(req.public_key_hex.trim_start_matches("0x"))
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .filter(|pk: &[u8; 33]| dkms_mpc::ecdsa::eth_address(pk).is_ok())
+            .ok_or_else(|| {
+                ApiError::invalid("publicKeyHex must be a SEC1 compressed secp256k1 point (33 bytes hex)")
+            })?;
+        if req.shares.len() != plan.participants.len() {
+            return Err(ApiError::invalid(format!(
+                "shares has {} entries but serviceParticipants names {} nodes; send one sealed share per node",
+                req.shares.len(),
+                plan.participants.len()
+            )));
+        }
+        let mut shares = Vec::with_capacity(req.shares.len());
+        for (i, (tag, share)) in plan.participants.iter().zip(&req.shares).enumerate() {
+            if share.node_tag != tag.as_str() {
+                return Err(ApiError::invalid(format!(
+                    "shares[{i}] is for {:?} but serviceParticipants[{i}] is {tag}; keep the same order",
+                    share.node_tag
+                )));
+            }
+            let sealed = hex::decode(&share.sealed).map_err(|_| {
+                ApiError::invalid(format!("shares[{i}].sealed is not hex"))
+            })?;
+            shares.push((tag.clone(), sealed));
+        }
+        check_nodes(&state, &plan).await?;
+        let permit = admit_task(&state)?;
+        insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_IMPORTED).await?;
+        tracing::info!(key_id = %key_id, principal = %principal.id, "client-side key import requested");
+        orchestrator::spawn_import(
+            state.clone(),
+            key_id.clone(),
+            permit,
+            orchestrator::ImportSource::Sealed { public_key, shares },
+        );
+        to_value(KeyImportResponse {
+            instance_id: key_id.clone(),
+            key_id,
+        })
     })
     .await
 }
@@ -591,6 +804,7 @@ fn key_info(row: dkms_store::KeyRow) -> ApiResult<KeyInfo> {
         threshold: row.threshold,
         total_shares: row.total_shares,
         service_participants: row.participants,
+        origin: row.origin,
         created_at: rfc3339(row.created_at),
     })
 }

@@ -47,6 +47,65 @@ where
     }
 }
 
+/// A JSON body that carries a secret (a private key, a password): like [`ApiJson`], but
+/// the raw body is wiped after parsing, and parse errors never quote the input.
+pub struct SecretJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for SecretJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/json")
+        {
+            return Err(ApiError::invalid(
+                "send the body as application/json (Content-Type)",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::invalid("request body is too large")
+            } else {
+                ApiError::invalid("could not read the request body")
+            }
+        })?;
+        let parsed = serde_json::from_slice::<T>(&bytes).map_err(|e| {
+            // serde quotes string values in some messages; say only where it failed.
+            match e.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    ApiError::invalid(format!(
+                        "malformed JSON at line {} column {}",
+                        e.line(),
+                        e.column()
+                    ))
+                }
+                _ => ApiError::invalid(format!(
+                    "invalid request body at line {} column {}: check the field names and types",
+                    e.line(),
+                    e.column()
+                )),
+            }
+        });
+        if let Ok(mut owned) = bytes.try_into_mut() {
+            zeroize::Zeroize::zeroize(owned.as_mut());
+        }
+        parsed.map(SecretJson)
+    }
+}
+
 /// Parses a JSON document, describing what is wrong in terms of the request.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {

@@ -54,22 +54,54 @@ fn nonce() -> Result<[u8; 32], TaskFailure> {
 
 /// Spawns the key generation of `key_id` in the background.
 pub fn spawn_keygen(state: AppState, key_id: String, permit: tokio::sync::OwnedSemaphorePermit) {
-    let span = info_span!("keygen", key_id = %key_id);
+    spawn_key_task(state, key_id, permit, None);
+}
+
+/// What an import brings: the plaintext key (the compatible API: split here, then
+/// zeroized) or shares the client split and sealed to their nodes itself.
+pub enum ImportSource {
+    Plain(dkms_mpc::import::SecretScalar),
+    Sealed {
+        public_key: [u8; 33],
+        shares: Vec<(NodeTag, Vec<u8>)>,
+    },
+}
+
+/// Spawns the import of `key_id` in the background.
+pub fn spawn_import(
+    state: AppState,
+    key_id: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    source: ImportSource,
+) {
+    spawn_key_task(state, key_id, permit, Some(source));
+}
+
+/// Runs a key-creating task (generation, or import when `import` is set) and records how
+/// it ended.
+fn spawn_key_task(
+    state: AppState,
+    key_id: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    import: Option<ImportSource>,
+) {
+    let what = if import.is_some() { "import" } else { "keygen" };
+    let span = info_span!("key", op = what, key_id = %key_id);
     tokio::spawn(
         async move {
             let _permit = permit;
-            let result = run_keygen(&state, &key_id).await;
+            let result = run_key_task(&state, &key_id, import).await;
             let now = state.clock.now_ms();
             let stored = match result {
                 Ok((pk, address)) => {
-                    info!("key generated");
+                    info!("key ready");
                     state
                         .store
                         .finish_key(&key_id, &pk, address.as_deref(), now)
                         .await
                 }
                 Err(f) => {
-                    warn!(code = %f.code, message = %f.message, "key generation failed");
+                    warn!(code = %f.code, message = %f.message, "key task failed");
                     state
                         .store
                         .fail_key(&key_id, f.code.as_str(), &f.message, now)
@@ -77,7 +109,7 @@ pub fn spawn_keygen(state: AppState, key_id: String, permit: tokio::sync::OwnedS
                 }
             };
             if let Err(e) = stored {
-                warn!(error = %e, "could not record the end of key generation");
+                warn!(error = %e, "could not record the end of the key task");
             }
             state.waiters.wake(&key_id);
         }
@@ -85,39 +117,10 @@ pub fn spawn_keygen(state: AppState, key_id: String, permit: tokio::sync::OwnedS
     );
 }
 
-async fn run_keygen(
-    state: &AppState,
-    key_id: &str,
-) -> Result<(String, Option<String>), TaskFailure> {
-    let _running = state
-        .sessions
-        .acquire()
-        .await
-        .map_err(|_| TaskFailure::new(ErrorCode::Internal, "gateway is shutting down"))?;
-    let key = state
-        .store
-        .get_key(key_id)
-        .await
-        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
-        .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "key row vanished"))?;
-    let participants = tags(&key.participants)?;
-    let missing: Vec<NodeTag> = participants
-        .iter()
-        .filter(|t| !state.hub.is_connected(t))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(TaskFailure::new(
-            ErrorCode::NodeUnavailable,
-            format!(
-                "key generation needs all {} participants, but these nodes are not connected: {}",
-                participants.len(),
-                join(&missing)
-            ),
-        ));
-    }
+/// The announced identity of each participant, from the pinned node records.
+async fn peers_of(state: &AppState, participants: &[NodeTag]) -> Result<Vec<Peer>, TaskFailure> {
     let mut peers = Vec::with_capacity(participants.len());
-    for tag in &participants {
+    for tag in participants {
         let row = state
             .store
             .get_node(tag.as_str())
@@ -145,6 +148,42 @@ async fn run_keygen(
             encryption_key: ek,
         });
     }
+    Ok(peers)
+}
+
+async fn run_key_task(
+    state: &AppState,
+    key_id: &str,
+    import: Option<ImportSource>,
+) -> Result<(String, Option<String>), TaskFailure> {
+    let _running = state
+        .sessions
+        .acquire()
+        .await
+        .map_err(|_| TaskFailure::new(ErrorCode::Internal, "gateway is shutting down"))?;
+    let key = state
+        .store
+        .get_key(key_id)
+        .await
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
+        .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "key row vanished"))?;
+    let participants = tags(&key.participants)?;
+    let missing: Vec<NodeTag> = participants
+        .iter()
+        .filter(|t| !state.hub.is_connected(t))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(TaskFailure::new(
+            ErrorCode::NodeUnavailable,
+            format!(
+                "the key needs all {} participants, but these nodes are not connected: {}",
+                participants.len(),
+                join(&missing)
+            ),
+        ));
+    }
+    let peers = peers_of(state, &participants).await?;
     let key_uuid = uuid::Uuid::parse_str(key_id)
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
     state
@@ -154,18 +193,42 @@ async fn run_keygen(
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
     state.waiters.wake(key_id);
 
-    let operation = Operation::Keygen {
-        threshold: key.threshold,
-        participants: peers,
+    let (outcomes, expected) = match import {
+        None => {
+            let operation = Operation::Keygen {
+                threshold: key.threshold,
+                participants: peers,
+            };
+            let outcomes = run_session(
+                state,
+                key_uuid,
+                operation,
+                &participants,
+                state.config.keygen_timeout,
+            )
+            .await?;
+            (outcomes, None)
+        }
+        Some(source) => {
+            let (public_key, sealed) = seal_import(source, key_uuid, key.threshold, &peers).await?;
+            let operations = sealed
+                .into_iter()
+                .map(|(tag, sealed_share)| {
+                    (
+                        tag,
+                        Operation::Import {
+                            threshold: key.threshold,
+                            participants: peers.clone(),
+                            sealed_share,
+                        },
+                    )
+                })
+                .collect();
+            let outcomes =
+                run_session_each(state, key_uuid, operations, state.config.keygen_timeout).await?;
+            (outcomes, Some(public_key))
+        }
     };
-    let outcomes = run_session(
-        state,
-        key_uuid,
-        operation,
-        &participants,
-        state.config.keygen_timeout,
-    )
-    .await?;
     let mut keys: BTreeMap<Vec<u8>, Vec<NodeTag>> = BTreeMap::new();
     for (tag, outcome) in outcomes {
         match outcome {
@@ -173,7 +236,7 @@ async fn run_keygen(
             Outcome::Signed { .. } => {
                 return Err(TaskFailure::new(
                     ErrorCode::ProtocolFailed,
-                    format!("node {tag} answered a key generation with a signature"),
+                    format!("node {tag} answered a key task with a signature"),
                 ));
             }
         }
@@ -190,6 +253,14 @@ async fn run_keygen(
             "no public key reported",
         ));
     };
+    if let Some(expected) = expected
+        && pk != expected
+    {
+        return Err(TaskFailure::new(
+            ErrorCode::ProtocolFailed,
+            "the nodes hold shares of a different public key than the one imported",
+        ));
+    }
     let address = dkms_mpc::ecdsa::eth_address(&pk).map_err(|e| {
         TaskFailure::new(
             ErrorCode::ProtocolFailed,
@@ -197,6 +268,48 @@ async fn run_keygen(
         )
     })?;
     Ok((hex::encode(pk), Some(address)))
+}
+
+/// The per-node sealed shares of an import and the public key they must add up to. A
+/// plaintext key is split and sealed on the blocking pool and dropped (zeroized) there.
+async fn seal_import(
+    source: ImportSource,
+    key_id: uuid::Uuid,
+    threshold: u8,
+    peers: &[Peer],
+) -> Result<([u8; 33], Vec<(NodeTag, Vec<u8>)>), TaskFailure> {
+    match source {
+        ImportSource::Sealed { public_key, shares } => Ok((public_key, shares)),
+        ImportSource::Plain(secret) => {
+            let participants: Vec<dkms_mpc::ShareParticipant> = peers
+                .iter()
+                .map(|p| dkms_mpc::ShareParticipant {
+                    tag: p.tag.clone(),
+                    encryption_key: p.encryption_key,
+                })
+                .collect();
+            let tags: Vec<NodeTag> = peers.iter().map(|p| p.tag.clone()).collect();
+            tokio::task::spawn_blocking(move || {
+                let public_key = secret.public_key();
+                let shares = dkms_mpc::import::split(&secret, key_id, threshold, participants)
+                    .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+                drop(secret);
+                // `split` returns the shares in participant order.
+                let sealed = shares
+                    .iter()
+                    .zip(tags)
+                    .map(|(share, tag)| {
+                        dkms_mpc::import::seal_share(share)
+                            .map(|ct| (tag, ct))
+                            .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((public_key, sealed))
+            })
+            .await
+            .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
+        }
+    }
 }
 
 /// Spawns the signing task `instance_id` in the background.
@@ -381,16 +494,34 @@ async fn run_session(
     parties: &[NodeTag],
     timeout: Duration,
 ) -> Result<Vec<(NodeTag, Outcome)>, TaskFailure> {
+    let per_party = parties
+        .iter()
+        .map(|p| (p.clone(), operation.clone()))
+        .collect::<Vec<_>>();
+    run_session_each(state, key_id, per_party, timeout).await
+}
+
+/// As [`run_session`], with an operation per party (an import sends each node its own
+/// sealed share).
+async fn run_session_each(
+    state: &AppState,
+    key_id: uuid::Uuid,
+    operations: Vec<(NodeTag, Operation)>,
+    timeout: Duration,
+) -> Result<Vec<(NodeTag, Outcome)>, TaskFailure> {
+    let parties: Vec<NodeTag> = operations.iter().map(|(p, _)| p.clone()).collect();
+    let parties = parties.as_slice();
     let mut handle = state.hub.open_session(parties);
-    let start = SessionStart {
-        session: handle.session,
-        key_id,
-        scheme: Scheme::Dkls23Secp256k1,
-        operation,
-        nonce: nonce()?,
-    };
-    for p in parties {
-        if !state.hub.start(p, start.clone()).await {
+    let nonce = nonce()?;
+    for (p, operation) in operations {
+        let start = SessionStart {
+            session: handle.session,
+            key_id,
+            scheme: Scheme::Dkls23Secp256k1,
+            operation,
+            nonce,
+        };
+        if !state.hub.start(&p, start).await {
             let f = TaskFailure {
                 code: ErrorCode::NodeUnavailable,
                 message: format!("node {p} disconnected before the session started"),

@@ -15,10 +15,10 @@ use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use zeroize::Zeroizing;
 
-type Kem = X25519HkdfSha256;
-type PrivateKey = <Kem as hpke::Kem>::PrivateKey;
-type PublicKey = <Kem as hpke::Kem>::PublicKey;
-type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
+pub(crate) type Kem = X25519HkdfSha256;
+pub(crate) type PrivateKey = <Kem as hpke::Kem>::PrivateKey;
+pub(crate) type PublicKey = <Kem as hpke::Kem>::PublicKey;
+pub(crate) type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
 
 const INFO_DOMAIN: &[u8] = b"dkms/envelope/v1";
 /// Length of the encapsulated key that starts every envelope.
@@ -45,6 +45,11 @@ impl EncryptionKeypair {
         let mut out = [0u8; 32];
         out.copy_from_slice(&self.public.to_bytes());
         out
+    }
+
+    /// The private half, for the other HPKE users in this crate ([`crate::import`]).
+    pub(crate) fn private(&self) -> &PrivateKey {
+        &self.private
     }
 }
 

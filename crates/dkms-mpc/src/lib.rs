@@ -12,6 +12,7 @@
 pub mod ecdsa;
 pub mod envelope;
 mod error;
+pub mod import;
 mod keygen;
 pub mod local;
 pub mod session_id;

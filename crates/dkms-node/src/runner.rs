@@ -430,6 +430,11 @@ async fn drive_session(
             participants,
         } => prepare_keygen(ctx, &start, *threshold, participants).await?,
         Operation::Sign { signers, digest } => prepare_sign(ctx, &start, signers, digest).await?,
+        Operation::Import {
+            threshold,
+            participants,
+            sealed_share,
+        } => return import_share(ctx, &start, *threshold, participants, sealed_share).await,
     };
     let roster = Arc::new(roster);
     let (mut session, first) = blocking(move || {
@@ -570,12 +575,14 @@ async fn send_all(
     Ok(())
 }
 
-async fn prepare_keygen(
+/// Checks the parameters of a new key (generated or imported) and pins the peers'
+/// encryption keys; returns this node's position and the participants' tags.
+async fn check_new_key(
     ctx: &Arc<NodeContext>,
     start: &SessionStart,
     threshold: u8,
     participants: &[node::Peer],
-) -> Result<(Roster, Box<dyn Session>), Failure> {
+) -> Result<(usize, Vec<NodeTag>), Failure> {
     let n = participants.len();
     if threshold < 2 || usize::from(threshold) > n || n > usize::from(u8::MAX) {
         return Err(Failure::bad(format!(
@@ -634,7 +641,16 @@ async fn prepare_keygen(
         Ok(())
     })
     .await??;
+    Ok((me, tags))
+}
 
+async fn prepare_keygen(
+    ctx: &Arc<NodeContext>,
+    start: &SessionStart,
+    threshold: u8,
+    participants: &[node::Peer],
+) -> Result<(Roster, Box<dyn Session>), Failure> {
+    let (me, tags) = check_new_key(ctx, start, threshold, participants).await?;
     let session_id = session_id(
         &start.key_id,
         start.scheme,
@@ -749,6 +765,40 @@ async fn prepare_sign(
     )
     .map_err(|e| Failure::bad(e.to_string()))?;
     Ok((roster, session))
+}
+
+/// Stores this node's share of an imported key after checking that it is the share the
+/// announced parameters describe.
+async fn import_share(
+    ctx: &Arc<NodeContext>,
+    start: &SessionStart,
+    threshold: u8,
+    participants: &[node::Peer],
+    sealed: &[u8],
+) -> Result<Outcome, Failure> {
+    check_new_key(ctx, start, threshold, participants).await?;
+    let ctx2 = ctx.clone();
+    let key_id = start.key_id;
+    let sealed = sealed.to_vec();
+    let share =
+        blocking(move || dkms_mpc::import::open_share(&ctx2.enc, &ctx2.tag, &key_id, &sealed))
+            .await?
+            .map_err(|e| {
+                Failure::bad(format!("the sealed share does not open or validate: {e}"))
+            })?;
+    let announced: Vec<ShareParticipant> = participants
+        .iter()
+        .map(|p| ShareParticipant {
+            tag: p.tag.clone(),
+            encryption_key: p.encryption_key,
+        })
+        .collect();
+    if share.threshold() != threshold || share.participants() != announced.as_slice() {
+        return Err(Failure::bad(
+            "the sealed share was made for other parameters than the ones announced",
+        ));
+    }
+    finish(ctx, key_id, SessionOutput::Key(share)).await
 }
 
 /// Persists a new share (once, atomically) or hands back a signature.

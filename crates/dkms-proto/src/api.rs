@@ -85,6 +85,54 @@ pub struct KeyGenRequest {
     pub total_shares: i64,
 }
 
+/// `POST /api/mappic/dkms/key/import`: as key/gen plus the key as PEM. The gateway
+/// splits it at once and zeroizes the plaintext. No `Debug`: the body holds a secret.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyImportRequest {
+    pub key_params: KeyParams,
+    pub service_participants: Vec<String>,
+    pub threshold: i64,
+    pub total_shares: i64,
+    /// PEM: encrypted or plain PKCS#8, SEC1 `EC PRIVATE KEY`, or legacy OpenSSL-encrypted SEC1.
+    pub private_key: String,
+    /// Password of an encrypted PEM.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// One node's share of a key split by the client, sealed to that node (HPKE).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedShare {
+    pub node_tag: String,
+    /// Hex of the HPKE ciphertext (`dkms_mpc::import::seal_share`).
+    pub sealed: String,
+}
+
+/// `POST /api/mappic/dkms/key/importShares`: client-side import; the gateway never sees
+/// the key, only shares sealed to their nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyImportSharesRequest {
+    /// Chosen by the client (a UUID), because every share is bound to it.
+    pub key_id: String,
+    pub key_params: KeyParams,
+    pub service_participants: Vec<String>,
+    pub threshold: i64,
+    pub total_shares: i64,
+    /// SEC1 compressed public key of the imported key, hex; every node must confirm it.
+    pub public_key_hex: String,
+    pub shares: Vec<SealedShare>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyImportResponse {
+    pub instance_id: String,
+    pub key_id: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyGenResponse {
@@ -109,6 +157,9 @@ pub struct KeyInfo {
     pub threshold: u8,
     pub total_shares: u8,
     pub service_participants: Vec<String>,
+    /// `GENERATED` (distributed key generation) or `IMPORTED`.
+    #[serde(default)]
+    pub origin: String,
     pub created_at: String,
 }
 

@@ -54,6 +54,13 @@ pub enum Operation {
         signers: Vec<NodeTag>,
         digest: [u8; 32],
     },
+    /// Storing this node's share of an imported key, split by a trusted dealer (the
+    /// gateway or the importing client) and sealed to this node's encryption key.
+    Import {
+        threshold: u8,
+        participants: Vec<Peer>,
+        sealed_share: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
