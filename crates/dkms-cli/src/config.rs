@@ -36,6 +36,11 @@ pub struct GatewaySection {
     pub max_running_sessions: usize,
     /// Unfinished tasks accepted before the API answers 503.
     pub max_open_tasks: usize,
+    /// Seconds in a "day" of the scheduled-deletion waiting period (86400). Only tests
+    /// shorten it (`DKMS_DELETION_DAY_SECS`).
+    pub deletion_day_secs: u64,
+    /// How often due deletions are looked for, in seconds (`DKMS_REAPER_INTERVAL_SECS`).
+    pub reaper_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +81,8 @@ impl Default for GatewaySection {
             sign_timeout_secs: 30,
             max_running_sessions: 64,
             max_open_tasks: 4096,
+            deletion_day_secs: 86_400,
+            reaper_interval_secs: 10,
         }
     }
 }
@@ -142,6 +149,12 @@ impl Config {
         }
         if let Some(v) = get("DKMS_MAX_OPEN_TASKS") {
             self.gateway.max_open_tasks = num("DKMS_MAX_OPEN_TASKS", v)?;
+        }
+        if let Some(v) = get("DKMS_DELETION_DAY_SECS") {
+            self.gateway.deletion_day_secs = num("DKMS_DELETION_DAY_SECS", v)?;
+        }
+        if let Some(v) = get("DKMS_REAPER_INTERVAL_SECS") {
+            self.gateway.reaper_interval_secs = num("DKMS_REAPER_INTERVAL_SECS", v)?;
         }
         if let Some(v) = get("DKMS_NODE_TAG") {
             self.node.tag = Some(v);

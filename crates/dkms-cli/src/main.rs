@@ -158,6 +158,8 @@ pub(crate) fn gateway_config(cfg: &Config) -> Result<dkms_gateway::GatewayConfig
     g.sign_timeout = Duration::from_secs(cfg.gateway.sign_timeout_secs);
     g.max_running_sessions = cfg.gateway.max_running_sessions;
     g.max_open_tasks = cfg.gateway.max_open_tasks;
+    g.deletion_day = Duration::from_secs(cfg.gateway.deletion_day_secs.max(1));
+    g.reaper_interval = Duration::from_secs(cfg.gateway.reaper_interval_secs.max(1));
     Ok(g)
 }
 

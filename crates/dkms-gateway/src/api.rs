@@ -14,8 +14,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Extension, Json, Router};
 use dkms_proto::api::{
     CreatePodRequest, Envelope, Health, JoinTokenResponse, KeyGenRequest, KeyGenResponse,
-    KeyImportRequest, KeyImportResponse, KeyImportSharesRequest, KeyInfo, PodInfo, SignInfo,
-    SignRequest, SignRequestResponse,
+    KeyIdRequest, KeyImportRequest, KeyImportResponse, KeyImportSharesRequest, KeyInfo, KeyList,
+    KeyUpdateRequest, PodInfo, ScheduleDeletionRequest, SignInfo, SignRequest, SignRequestResponse,
 };
 use dkms_proto::{Digest32, ErrorCode, KeyId, KeyType, NodeTag, TaskStatus};
 use serde::Deserialize;
@@ -99,6 +99,22 @@ fn routes() -> Vec<Route> {
         route(Post, "/api/mappic/dkms/key/gen", Bearer, key_gen),
         route(Get, "/api/mappic/dkms/key/get", Bearer, key_get),
         route(Post, "/api/mappic/dkms/key/import", Bearer, key_import),
+        route(Get, "/api/mappic/dkms/key/list", Bearer, key_list),
+        route(Post, "/api/mappic/dkms/key/update", Bearer, key_update),
+        route(Post, "/api/mappic/dkms/key/disable", Bearer, key_disable),
+        route(Post, "/api/mappic/dkms/key/enable", Bearer, key_enable),
+        route(
+            Post,
+            "/api/mappic/dkms/key/scheduleDeletion",
+            Bearer,
+            key_schedule_deletion,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/key/cancelDeletion",
+            Bearer,
+            key_cancel_deletion,
+        ),
         with_body_limit(
             route(
                 Post,
@@ -568,6 +584,9 @@ async fn insert_key_row(
             error_code: None,
             error_message: None,
             origin: origin.to_owned(),
+            state: dkms_store::STATE_ENABLED.into(),
+            description: String::new(),
+            deletion_at: None,
             created_at: state.clock.now_ms(),
         })
         .await
@@ -722,6 +741,263 @@ async fn key_import_shares(
     .await
 }
 
+// ---- key lifecycle ----
+
+/// Largest page of `key/list`.
+pub const MAX_PAGE_SIZE: u32 = 100;
+/// Limits on key metadata, so a row stays small on every backend.
+const MAX_LABELS: usize = 32;
+const MAX_DESCRIPTION: usize = 1024;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    status: Option<String>,
+    state: Option<String>,
+    /// `name=value`
+    label: Option<String>,
+    page_size: Option<u32>,
+    page_token: Option<String>,
+}
+
+const STATES: [&str; 5] = [
+    dkms_store::STATE_ENABLED,
+    dkms_store::STATE_DISABLED,
+    dkms_store::STATE_PENDING_DELETION,
+    dkms_store::STATE_DELETING,
+    dkms_store::STATE_DELETED,
+];
+
+async fn key_list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Envelope<KeyList>>> {
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            s.parse::<TaskStatus>()
+                .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("status: {e}")))
+        })
+        .transpose()?;
+    if let Some(st) = &q.state
+        && !STATES.contains(&st.as_str())
+    {
+        return Err(ApiError::invalid(format!(
+            "state {st:?} is not one of {}",
+            STATES.join(", ")
+        )));
+    }
+    let label = q
+        .label
+        .as_deref()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .ok_or_else(|| ApiError::invalid("label must be name=value"))
+        })
+        .transpose()?;
+    let page_size = q.page_size.unwrap_or(50);
+    if page_size == 0 || page_size > MAX_PAGE_SIZE {
+        return Err(ApiError::invalid(format!(
+            "pageSize must be 1 to {MAX_PAGE_SIZE}"
+        )));
+    }
+    let after = q
+        .page_token
+        .as_deref()
+        .map(|t| {
+            t.split_once('_')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                .filter(|(_, id)| uuid::Uuid::parse_str(id).is_ok())
+                .ok_or_else(|| ApiError::invalid("pageToken is not one this gateway issued"))
+        })
+        .transpose()?;
+    let filter = dkms_store::KeyFilter {
+        status,
+        state: q.state.clone(),
+        label,
+    };
+    let rows = state.store.list_keys(&filter, after, page_size + 1).await?;
+    let more = rows.len() > page_size as usize;
+    let mut keys = Vec::with_capacity(rows.len().min(page_size as usize));
+    let mut last = None;
+    for row in rows.into_iter().take(page_size as usize) {
+        last = Some(format!("{}_{}", row.created_at, row.key_id));
+        keys.push(key_info(&state, row).await?);
+    }
+    Ok(ok(KeyList {
+        keys,
+        next_page_token: if more { last } else { None },
+    }))
+}
+
+async fn existing_key(state: &AppState, raw: &str) -> ApiResult<dkms_store::KeyRow> {
+    let key_id = parse_id(Some(raw), "keyId")?.to_string();
+    state
+        .store
+        .get_key(&key_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::KeyNotFound, format!("no key with id {key_id}")))
+}
+
+async fn key_update(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<KeyUpdateRequest>,
+) -> ApiResult<Json<Envelope<KeyInfo>>> {
+    let key = existing_key(&state, &req.key_id).await?;
+    if let Some(labels) = &req.labels {
+        if labels.len() > MAX_LABELS {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_LABELS} labels per key"
+            )));
+        }
+        for (n, v) in labels {
+            let name_ok = !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+            if !name_ok {
+                return Err(ApiError::invalid(format!(
+                    "label name {n:?} must be 1 to 64 characters of [A-Za-z0-9_.-]"
+                )));
+            }
+            if v.chars().count() > 256 {
+                return Err(ApiError::invalid(format!(
+                    "label {n} is longer than 256 characters"
+                )));
+            }
+        }
+    }
+    if let Some(d) = &req.description
+        && d.chars().count() > MAX_DESCRIPTION
+    {
+        return Err(ApiError::invalid(format!(
+            "description is longer than {MAX_DESCRIPTION} characters"
+        )));
+    }
+    if !state
+        .store
+        .update_key_metadata(
+            &key.key_id,
+            req.labels.as_ref(),
+            req.description.as_deref(),
+            state.clock.now_ms(),
+        )
+        .await?
+    {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("key {} is deleted", key.key_id),
+        ));
+    }
+    reload(&state, &key.key_id).await
+}
+
+async fn reload(state: &AppState, key_id: &str) -> ApiResult<Json<Envelope<KeyInfo>>> {
+    let row =
+        state.store.get_key(key_id).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::KeyNotFound, format!("no key with id {key_id}"))
+        })?;
+    Ok(ok(key_info(state, row).await?))
+}
+
+/// Moves a key between lifecycle states, or says why it cannot.
+async fn transition(
+    state: &AppState,
+    raw_id: &str,
+    from: &[&str],
+    to: &str,
+    deletion_at: Option<i64>,
+) -> ApiResult<Json<Envelope<KeyInfo>>> {
+    let key = existing_key(state, raw_id).await?;
+    if !state
+        .store
+        .set_key_state(&key.key_id, from, to, deletion_at, state.clock.now_ms())
+        .await?
+    {
+        let now = state
+            .store
+            .get_key(&key.key_id)
+            .await?
+            .map(|k| k.state)
+            .unwrap_or_default();
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "key {} is {now}; this needs it to be {}",
+                key.key_id,
+                from.join(" or ")
+            ),
+        ));
+    }
+    tracing::info!(key_id = %key.key_id, to, "key state changed");
+    reload(state, &key.key_id).await
+}
+
+async fn key_disable(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<KeyIdRequest>,
+) -> ApiResult<Json<Envelope<KeyInfo>>> {
+    use dkms_store::{STATE_DISABLED, STATE_ENABLED};
+    transition(&state, &req.key_id, &[STATE_ENABLED], STATE_DISABLED, None).await
+}
+
+async fn key_enable(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<KeyIdRequest>,
+) -> ApiResult<Json<Envelope<KeyInfo>>> {
+    use dkms_store::{STATE_DISABLED, STATE_ENABLED};
+    transition(&state, &req.key_id, &[STATE_DISABLED], STATE_ENABLED, None).await
+}
+
+/// Shortest and longest waiting period before a deletion destroys the shares.
+pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
+
+async fn key_schedule_deletion(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ScheduleDeletionRequest>,
+) -> ApiResult<Json<Envelope<KeyInfo>>> {
+    use dkms_store::{STATE_DISABLED, STATE_ENABLED, STATE_PENDING_DELETION};
+    let days = req.pending_window_days.unwrap_or(30);
+    if !DELETION_WINDOW_DAYS.contains(&days) {
+        return Err(ApiError::invalid(format!(
+            "pendingWindowDays must be {} to {} days, got {days}",
+            DELETION_WINDOW_DAYS.start(),
+            DELETION_WINDOW_DAYS.end()
+        )));
+    }
+    let day_ms = i64::try_from(state.config.deletion_day.as_millis()).unwrap_or(i64::MAX);
+    let due = state
+        .clock
+        .now_ms()
+        .saturating_add(days.saturating_mul(day_ms));
+    transition(
+        &state,
+        &req.key_id,
+        &[STATE_ENABLED, STATE_DISABLED],
+        STATE_PENDING_DELETION,
+        Some(due),
+    )
+    .await
+}
+
+async fn key_cancel_deletion(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<KeyIdRequest>,
+) -> ApiResult<Json<Envelope<KeyInfo>>> {
+    use dkms_store::{STATE_DISABLED, STATE_PENDING_DELETION};
+    // As AWS KMS: a key whose deletion was cancelled comes back disabled.
+    transition(
+        &state,
+        &req.key_id,
+        &[STATE_PENDING_DELETION],
+        STATE_DISABLED,
+        None,
+    )
+    .await
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct KeyQuery {
@@ -778,13 +1054,14 @@ async fn key_get(
             ApiError::new(ErrorCode::KeyNotFound, format!("no key with id {key_id}"))
         })?;
         let status = row.status;
-        Ok((key_info(row)?, status))
+        Ok((key_info(&state, row).await?, status))
     })
     .await?;
     Ok(ok(info))
 }
 
-fn key_info(row: dkms_store::KeyRow) -> ApiResult<KeyInfo> {
+async fn key_info(state: &AppState, row: dkms_store::KeyRow) -> ApiResult<KeyInfo> {
+    let labels = state.store.get_labels(&row.key_id).await?;
     let pem = match &row.public_key {
         Some(h) => {
             let bytes = hex::decode(h).map_err(ApiError::internal)?;
@@ -805,6 +1082,10 @@ fn key_info(row: dkms_store::KeyRow) -> ApiResult<KeyInfo> {
         total_shares: row.total_shares,
         service_participants: row.participants,
         origin: row.origin,
+        state: row.state,
+        labels,
+        description: row.description,
+        deletion_at: row.deletion_at.map(rfc3339),
         created_at: rfc3339(row.created_at),
     })
 }
@@ -831,6 +1112,15 @@ async fn sign_req(
                 format!(
                     "key {key_id} is {}; only a FINISHED key can sign",
                     key.status
+                ),
+            ));
+        }
+        if key.state != dkms_store::STATE_ENABLED {
+            return Err(ApiError::new(
+                ErrorCode::KeyDisabled,
+                format!(
+                    "key {key_id} is {}; only an ENABLED key can sign",
+                    key.state
                 ),
             ));
         }

@@ -36,6 +36,11 @@ pub struct GatewayConfig {
     pub max_running_sessions: usize,
     /// Tasks accepted but not finished; past this the API answers 503.
     pub max_open_tasks: usize,
+    /// Length of a "day" of the scheduled-deletion waiting period. 24 h; only tests
+    /// shorten it.
+    pub deletion_day: Duration,
+    /// How often due deletions are looked for.
+    pub reaper_interval: Duration,
 }
 
 impl GatewayConfig {
@@ -52,6 +57,8 @@ impl GatewayConfig {
             sign_timeout: Duration::from_secs(30),
             max_running_sessions: 64,
             max_open_tasks: 4096,
+            deletion_day: Duration::from_secs(24 * 3600),
+            reaper_interval: Duration::from_secs(10),
         }
     }
 }
@@ -183,6 +190,7 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         use axum::serve::ListenerExt;
+        orchestrator::spawn_reaper(self.state.clone());
         let app = api::router(self.state);
         // Protocol rounds are many small frames: Nagle's algorithm would add tens of ms.
         let listener = self.listener.tap_io(|tcp| {

@@ -233,10 +233,10 @@ async fn run_key_task(
     for (tag, outcome) in outcomes {
         match outcome {
             Outcome::KeyGenerated { public_key } => keys.entry(public_key).or_default().push(tag),
-            Outcome::Signed { .. } => {
+            Outcome::Signed { .. } | Outcome::Deleted => {
                 return Err(TaskFailure::new(
                     ErrorCode::ProtocolFailed,
-                    format!("node {tag} answered a key task with a signature"),
+                    format!("node {tag} answered a key task with something else"),
                 ));
             }
         }
@@ -310,6 +310,103 @@ async fn seal_import(
             .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
         }
     }
+}
+
+/// Destroys the shares of keys whose scheduled deletion is due, every
+/// `reaper_interval`. A key is marked DELETED only once every participant confirmed;
+/// while a node is unreachable the key stays PENDING_DELETION (it cannot sign) and the
+/// next round tries again.
+pub fn spawn_reaper(state: AppState) {
+    tokio::spawn(
+        async move {
+            let mut tick = tokio::time::interval(state.config.reaper_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let due = match state.store.due_deletions(state.clock.now_ms()).await {
+                    Ok(due) => due,
+                    Err(e) => {
+                        warn!(error = %e, "could not look for due deletions");
+                        continue;
+                    }
+                };
+                for key in due {
+                    match delete_shares(&state, &key).await {
+                        Ok(()) => info!(key_id = %key.key_id, "key deleted on every node"),
+                        Err(f) => {
+                            warn!(key_id = %key.key_id, message = %f.message, "deletion postponed")
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(info_span!("reaper")),
+    );
+}
+
+async fn delete_shares(state: &AppState, key: &dkms_store::KeyRow) -> Result<(), TaskFailure> {
+    let store_err =
+        |e: dkms_store::StoreError| TaskFailure::new(ErrorCode::Internal, e.to_string());
+    // Past this point a deletion cannot be cancelled, so no node destroys a share of a
+    // key that then comes back.
+    if key.state == dkms_store::STATE_PENDING_DELETION
+        && !state
+            .store
+            .set_key_state(
+                &key.key_id,
+                &[dkms_store::STATE_PENDING_DELETION],
+                dkms_store::STATE_DELETING,
+                key.deletion_at,
+                state.clock.now_ms(),
+            )
+            .await
+            .map_err(store_err)?
+    {
+        return Err(TaskFailure::new(
+            ErrorCode::Conflict,
+            "the deletion was cancelled",
+        ));
+    }
+    let participants = tags(&key.participants)?;
+    let missing: Vec<NodeTag> = participants
+        .iter()
+        .filter(|t| !state.hub.is_connected(t))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(TaskFailure::new(
+            ErrorCode::NodeUnavailable,
+            format!("waiting for {} to destroy their shares", join(&missing)),
+        ));
+    }
+    let key_uuid = uuid::Uuid::parse_str(&key.key_id)
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    let outcomes = run_session(
+        state,
+        key_uuid,
+        Operation::Delete,
+        &participants,
+        state.config.sign_timeout,
+    )
+    .await?;
+    if let Some((tag, _)) = outcomes.iter().find(|(_, o)| *o != Outcome::Deleted) {
+        return Err(TaskFailure::new(
+            ErrorCode::ProtocolFailed,
+            format!("node {tag} did not confirm the deletion"),
+        ));
+    }
+    state
+        .store
+        .set_key_state(
+            &key.key_id,
+            &[dkms_store::STATE_DELETING],
+            dkms_store::STATE_DELETED,
+            key.deletion_at,
+            state.clock.now_ms(),
+        )
+        .await
+        .map_err(store_err)?;
+    Ok(())
 }
 
 /// Spawns the signing task `instance_id` in the background.

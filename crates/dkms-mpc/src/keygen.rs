@@ -153,11 +153,11 @@ impl Drop for KeygenSession {
     }
 }
 
-fn pi(i: PartyIndex) -> Result<dkls23::protocols::PartyIndex, MpcError> {
+pub(crate) fn pi(i: PartyIndex) -> Result<dkls23::protocols::PartyIndex, MpcError> {
     dkls23::protocols::PartyIndex::new(i).map_err(|e| MpcError::Internal(e.to_string()))
 }
 
-fn check_route(
+pub(crate) fn check_route(
     parties: &PartiesMessage,
     from: PartyIndex,
     me: PartyIndex,
@@ -553,7 +553,7 @@ impl KeygenSession {
     }
 }
 
-fn hash_item<T: Serialize>(h: &mut Sha256, item: &T) -> Result<(), MpcError> {
+pub(crate) fn hash_item<T: Serialize>(h: &mut Sha256, item: &T) -> Result<(), MpcError> {
     let bytes = postcard::to_stdvec(item).map_err(|e| MpcError::Internal(e.to_string()))?;
     h.update((bytes.len() as u32).to_be_bytes());
     h.update(&bytes);

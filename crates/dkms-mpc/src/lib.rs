@@ -15,6 +15,8 @@ mod error;
 pub mod import;
 mod keygen;
 pub mod local;
+mod refresh;
+mod repair;
 pub mod session_id;
 mod share;
 mod sign;
@@ -22,6 +24,8 @@ mod wire;
 
 pub use error::{MpcError, PartyIndex};
 pub use keygen::{KeygenConfig, keygen};
+pub use refresh::{RefreshConfig, refresh};
+pub use repair::{RepairConfig, RepairPublic, repair_helper, repair_recipient};
 pub use share::{KeyShare, SHARE_FORMAT_V1, ShareParticipant};
 pub use sign::{SignConfig, sign};
 
@@ -66,8 +70,12 @@ pub enum Progress {
 // The share is moved once per session; a Box would buy nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum SessionOutput {
+    /// From keygen, refresh, and the recipient of a repair.
     Key(KeyShare),
     Signature(Signature),
+    /// A repair helper's part is done: the recipient confirmed the rebuilt share. The
+    /// helper's own share is unchanged.
+    Repaired,
 }
 
 impl fmt::Debug for SessionOutput {
@@ -81,6 +89,7 @@ impl fmt::Debug for SessionOutput {
                 .field("public_key", &hex::encode(share.public_key()))
                 .finish_non_exhaustive(),
             SessionOutput::Signature(sig) => f.debug_tuple("Signature").field(sig).finish(),
+            SessionOutput::Repaired => f.write_str("Repaired"),
         }
     }
 }

@@ -24,6 +24,21 @@ pub enum SessionKind<'a> {
         signers: &'a [NodeTag],
         digest: &'a [u8; 32],
     },
+    /// A complete refresh of every party's share of the key with this public key.
+    Refresh {
+        threshold: u8,
+        participants: &'a [NodeTag],
+        public_key: &'a [u8; 33],
+    },
+    /// Rebuilding the share of `lost` from the shares of `helpers` (exactly `threshold`
+    /// parties, in ascending party order, without `lost`).
+    Repair {
+        threshold: u8,
+        participants: &'a [NodeTag],
+        public_key: &'a [u8; 33],
+        lost: &'a NodeTag,
+        helpers: &'a [NodeTag],
+    },
 }
 
 /// SHA-256 over the domain separator and every field, each length-prefixed (u32 big
@@ -65,6 +80,34 @@ pub fn session_id(
             h.tags(participants);
             h.tags(signers);
             h.field(digest.as_slice());
+        }
+        SessionKind::Refresh {
+            threshold,
+            participants,
+            public_key,
+        } => {
+            h.field(b"refresh");
+            h.field(key_id.as_bytes());
+            h.field(scheme_tag(scheme));
+            h.field(&[*threshold]);
+            h.tags(participants);
+            h.field(public_key.as_slice());
+        }
+        SessionKind::Repair {
+            threshold,
+            participants,
+            public_key,
+            lost,
+            helpers,
+        } => {
+            h.field(b"repair");
+            h.field(key_id.as_bytes());
+            h.field(scheme_tag(scheme));
+            h.field(&[*threshold]);
+            h.tags(participants);
+            h.field(public_key.as_slice());
+            h.field(lost.as_str().as_bytes());
+            h.tags(helpers);
         }
     }
     h.field(nonce);
@@ -144,6 +187,38 @@ mod tests {
                 &nonce,
             )
         };
+        let pk = [2u8; 33];
+        let mut pk2 = pk;
+        pk2[32] = 3;
+        let rf = |t, parts: &[NodeTag], public_key: &[u8; 33]| {
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Refresh {
+                    threshold: t,
+                    participants: parts,
+                    public_key,
+                },
+                &nonce,
+            )
+        };
+        let rp = |parts: &[NodeTag], public_key: &[u8; 33], lost: &str, helpers: &[NodeTag]| {
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Repair {
+                    threshold: 2,
+                    participants: parts,
+                    public_key,
+                    lost: &lost.parse().unwrap(),
+                    helpers,
+                },
+                &nonce,
+            )
+        };
+        let h_ab = tags(&["a", "b"]);
+        let h_ba = tags(&["b", "a"]);
+        let h_ac = tags(&["a", "c"]);
         let base = kg(2, &p);
         assert_eq!(base, kg(2, &p), "deterministic");
         let variants = [
@@ -184,6 +259,26 @@ mod tests {
             sg(&p, &s2, &d),
             sg(&p, &s, &d2),
             sg(&p_swapped, &s, &d),
+            rf(2, &p, &pk),
+            rf(3, &p, &pk),
+            rf(2, &p_swapped, &pk),
+            rf(2, &p, &pk2),
+            session_id(
+                &other_key,
+                scheme,
+                &SessionKind::Refresh {
+                    threshold: 2,
+                    participants: &p,
+                    public_key: &pk,
+                },
+                &nonce,
+            ),
+            rp(&p, &pk, "c", &h_ab),
+            rp(&p, &pk2, "c", &h_ab),
+            rp(&p, &pk, "c", &h_ba),
+            rp(&p, &pk, "b", &h_ac),
+            rp(&p, &pk, "a", &h_ab),
+            rp(&p_swapped, &pk, "c", &h_ab),
         ];
         let mut all = vec![base];
         for v in variants {

@@ -72,6 +72,14 @@ impl From<dkms_proto::node::Peer> for ShareParticipant {
     }
 }
 
+/// A party as `repair_assemble` builds it: share, key and derivation data, but no
+/// zero-share seeds and no multiplication state.
+fn is_hollow(party: &Party<Secp256k1>) -> bool {
+    party.mul_senders.is_empty()
+        && party.mul_receivers.is_empty()
+        && party.zero_share.seeds.is_empty()
+}
+
 pub(crate) fn compress(point: &k256::AffinePoint) -> [u8; 33] {
     let mut out = [0u8; 33];
     out.copy_from_slice(&point.to_bytes());
@@ -147,7 +155,21 @@ impl KeyShare {
         self.public_key
     }
 
-    /// The stored form: [`SHARE_FORMAT_V1`] then postcard. Contains the secret share.
+    /// Whether this share came out of a repair and still lacks the pairwise state
+    /// (zero-share seeds, OT/multiplication setup) that signing needs. Such a share is
+    /// only good for [`crate::refresh`], which every party of the key runs and which gives
+    /// this party a complete share. It cannot sign or help another repair until then.
+    pub fn needs_refresh(&self) -> bool {
+        is_hollow(&self.party)
+    }
+
+    /// SEC1 compressed verifying share of `party` (its secret share times the generator),
+    /// from the key's public package. Public data.
+    pub fn verifying_share(&self, party: PartyIndex) -> Option<[u8; 33]> {
+        let idx = dkls23::protocols::PartyIndex::new(party).ok()?;
+        self.package.verifying_share(idx).map(compress)
+    }
+
     /// The secret scalar share, for leak-scanning tests only: a test searches logs and
     /// databases for these bytes. Never call this from production code.
     #[doc(hidden)]
@@ -158,6 +180,7 @@ impl KeyShare {
         out
     }
 
+    /// The stored form: [`SHARE_FORMAT_V1`] then postcard. Contains the secret share.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let stored = StoredV1Ref {
             key_id: *self.key_id.as_bytes(),
@@ -255,20 +278,25 @@ impl KeyShare {
         {
             return Err("public key differs between the share's parts".into());
         }
+        // A repaired share is hollow: no pairwise state at all (not a partial one), which
+        // only a complete refresh fills in.
+        let hollow = is_hollow(&self.party);
         for i in 1..=n {
             let idx = dkls23::protocols::PartyIndex::new(i).map_err(|e| e.to_string())?;
             if self.package.verifying_share(idx).is_none() {
                 return Err(format!("no verifying share for party {i}"));
             }
-            if i != self.my_index
+            if !hollow
+                && i != self.my_index
                 && (!self.party.mul_senders.contains_key(&idx)
                     || !self.party.mul_receivers.contains_key(&idx))
             {
                 return Err(format!("no multiplication state for party {i}"));
             }
         }
-        if self.party.mul_senders.len() != usize::from(n) - 1
-            || self.party.mul_receivers.len() != usize::from(n) - 1
+        if !hollow
+            && (self.party.mul_senders.len() != usize::from(n) - 1
+                || self.party.mul_receivers.len() != usize::from(n) - 1)
         {
             return Err("multiplication state for parties outside the key".into());
         }

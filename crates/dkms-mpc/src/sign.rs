@@ -105,6 +105,11 @@ impl SignSession {
         let me = share.my_index();
         let n = share.participants().len();
         let t = usize::from(share.threshold());
+        if share.needs_refresh() {
+            return Err(MpcError::BadParameters(
+                "this share was repaired and cannot sign before the key is refreshed".into(),
+            ));
+        }
         if cfg.signers.len() != t {
             return Err(MpcError::BadParameters(format!(
                 "a {t}-of-{n} key needs exactly {t} signers, got {}",

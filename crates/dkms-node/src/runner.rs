@@ -435,6 +435,14 @@ async fn drive_session(
             participants,
             sealed_share,
         } => return import_share(ctx, &start, *threshold, participants, sealed_share).await,
+        Operation::Delete => {
+            let store = ctx.store.clone();
+            let existed = blocking(move || store.delete_share(&key_id))
+                .await?
+                .map_err(|e| Failure::internal(format!("deleting the share: {e}")))?;
+            info!(existed, "share destroyed (scheduled deletion)");
+            return Ok(Outcome::Deleted);
+        }
     };
     let roster = Arc::new(roster);
     let (mut session, first) = blocking(move || {

@@ -160,7 +160,54 @@ pub struct KeyInfo {
     /// `GENERATED` (distributed key generation) or `IMPORTED`.
     #[serde(default)]
     pub origin: String,
+    /// `ENABLED`, `DISABLED`, `PENDING_DELETION`, `DELETING` or `DELETED`.
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub description: String,
+    /// When a scheduled deletion destroys the shares (RFC 3339).
+    #[serde(default)]
+    pub deletion_at: Option<String>,
     pub created_at: String,
+}
+
+/// `GET /api/mappic/dkms/key/list`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyList {
+    pub keys: Vec<KeyInfo>,
+    /// Pass as `pageToken` for the next page; null on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// `POST /api/mappic/dkms/key/update`: replaces the labels and/or the description.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyUpdateRequest {
+    pub key_id: String,
+    #[serde(default)]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Body of `key/enable`, `key/disable` and `key/cancelDeletion`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyIdRequest {
+    pub key_id: String,
+}
+
+/// `POST /api/mappic/dkms/key/scheduleDeletion`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleDeletionRequest {
+    pub key_id: String,
+    /// 7 to 30 days (default 30), as AWS KMS.
+    #[serde(default)]
+    pub pending_window_days: Option<i64>,
 }
 
 /// `POST /api/mappic/dkms/sign/req`

@@ -61,6 +61,8 @@ pub enum Operation {
         participants: Vec<Peer>,
         sealed_share: Vec<u8>,
     },
+    /// Destroying this node's share of a key whose scheduled deletion is due.
+    Delete,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +140,8 @@ pub enum Outcome {
     KeyGenerated { public_key: Vec<u8> },
     /// `r ‖ s ‖ v`, low-S normalized.
     Signed { signature: Vec<u8> },
+    /// The share is gone from this node (or was never there).
+    Deleted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 use sqlx::any::{AnyArguments, AnyPoolOptions, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -121,7 +122,30 @@ pub struct KeyRow {
     pub error_message: Option<String>,
     /// [`ORIGIN_GENERATED`] or [`ORIGIN_IMPORTED`].
     pub origin: String,
+    /// Lifecycle: [`STATE_ENABLED`], [`STATE_DISABLED`], [`STATE_PENDING_DELETION`],
+    /// [`STATE_DELETED`].
+    pub state: String,
+    pub description: String,
+    /// When a scheduled deletion is due (ms since the epoch).
+    pub deletion_at: Option<i64>,
     pub created_at: i64,
+}
+
+pub const STATE_ENABLED: &str = "ENABLED";
+pub const STATE_DISABLED: &str = "DISABLED";
+pub const STATE_PENDING_DELETION: &str = "PENDING_DELETION";
+/// The waiting period is over and the nodes are destroying their shares; no longer
+/// cancellable.
+pub const STATE_DELETING: &str = "DELETING";
+pub const STATE_DELETED: &str = "DELETED";
+
+/// Filters of [`Store::list_keys`]; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub status: Option<TaskStatus>,
+    pub state: Option<String>,
+    /// A label name and value the key must carry.
+    pub label: Option<(String, String)>,
 }
 
 pub const ORIGIN_GENERATED: &str = "GENERATED";
@@ -230,6 +254,153 @@ impl Store {
         }
     }
 
+    /// A query assembled from static fragments (values are always bound, never spliced).
+    fn q_built(&self, sql: String) -> Query<'static, Any, AnyArguments> {
+        match self.backend {
+            Backend::Postgres => sqlx::query(AssertSqlSafe(numbered_placeholders(&sql))),
+            Backend::Sqlite | Backend::MySql => sqlx::query(AssertSqlSafe(sql)),
+        }
+    }
+
+    // ---- key lifecycle ----
+
+    /// One page of keys, newest first, after the `(created_at, key_id)` cursor.
+    pub async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<KeyRow>> {
+        let mut sql = String::from("SELECT * FROM mpc_keys WHERE 1 = 1");
+        if filter.status.is_some() {
+            sql.push_str(" AND status = ?");
+        }
+        if filter.state.is_some() {
+            sql.push_str(" AND state = ?");
+        }
+        if filter.label.is_some() {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM key_labels l WHERE l.key_id = mpc_keys.key_id AND l.name = ? AND l.value = ?)",
+            );
+        }
+        if after.is_some() {
+            sql.push_str(" AND (created_at < ? OR (created_at = ? AND key_id < ?))");
+        }
+        sql.push_str(" ORDER BY created_at DESC, key_id DESC LIMIT ?");
+        let mut q = self.q_built(sql);
+        if let Some(st) = filter.status {
+            q = q.bind(st.as_str());
+        }
+        if let Some(st) = &filter.state {
+            q = q.bind(st.clone());
+        }
+        if let Some((n, v)) = &filter.label {
+            q = q.bind(n.clone()).bind(v.clone());
+        }
+        if let Some((at, id)) = after {
+            q = q.bind(at).bind(at).bind(id);
+        }
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        rows.iter().map(key_row).collect()
+    }
+
+    pub async fn get_labels(&self, key_id: &str) -> Result<BTreeMap<String, String>> {
+        let rows = self
+            .q("SELECT name, value FROM key_labels WHERE key_id = ? ORDER BY name")
+            .bind(key_id.to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("value")?)))
+            .collect()
+    }
+
+    /// Replaces a key's labels (all or nothing) and, if given, its description.
+    pub async fn update_key_metadata(
+        &self,
+        key_id: &str,
+        labels: Option<&BTreeMap<String, String>>,
+        description: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let touched = self
+            .q("UPDATE mpc_keys SET updated_at = ? WHERE key_id = ? AND state <> 'DELETED'")
+            .bind(now)
+            .bind(key_id.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if touched != 1 {
+            return Ok(false);
+        }
+        if let Some(d) = description {
+            self.q("UPDATE mpc_keys SET description = ? WHERE key_id = ?")
+                .bind(d.to_owned())
+                .bind(key_id.to_owned())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(labels) = labels {
+            self.q("DELETE FROM key_labels WHERE key_id = ?")
+                .bind(key_id.to_owned())
+                .execute(&mut *tx)
+                .await?;
+            for (n, v) in labels {
+                self.q("INSERT INTO key_labels (key_id, name, value) VALUES (?, ?, ?)")
+                    .bind(key_id.to_owned())
+                    .bind(n.clone())
+                    .bind(v.clone())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Moves a key from one lifecycle state to another; false if it was not in `from`.
+    pub async fn set_key_state(
+        &self,
+        key_id: &str,
+        from: &[&str],
+        to: &str,
+        deletion_at: Option<i64>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut sql = String::from(
+            "UPDATE mpc_keys SET state = ?, deletion_at = ?, updated_at = ? WHERE key_id = ? AND state IN (",
+        );
+        sql.push_str(&vec!["?"; from.len().max(1)].join(", "));
+        sql.push(')');
+        let mut q = self
+            .q_built(sql)
+            .bind(to.to_owned())
+            .bind(deletion_at)
+            .bind(now)
+            .bind(key_id.to_owned());
+        if from.is_empty() {
+            q = q.bind(String::new());
+        }
+        for f in from {
+            q = q.bind((*f).to_owned());
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    /// Keys whose scheduled deletion is due, and deletions already under way.
+    pub async fn due_deletions(&self, now: i64) -> Result<Vec<KeyRow>> {
+        let rows = self
+            .q(
+                "SELECT * FROM mpc_keys WHERE (state = 'PENDING_DELETION' AND deletion_at <= ?) \
+                OR state = 'DELETING' ORDER BY deletion_at",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_row).collect()
+    }
+
     // ---- nodes ----
 
     pub async fn insert_node(&self, tag: &str, join_token_hash: &str, now: i64) -> Result<()> {
@@ -296,8 +467,9 @@ impl Store {
             serde_json::to_string(&k.participants).map_err(|e| StoreError::Db(e.to_string()))?;
         self.q(
             "INSERT INTO mpc_keys (key_id, key_type, scheme, threshold, total_shares, participants, status, \
-             public_key, address, error_code, error_message, origin, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             public_key, address, error_code, error_message, origin, state, description, deletion_at, \
+             created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(k.key_id.clone())
         .bind(k.key_type.clone())
@@ -311,6 +483,9 @@ impl Store {
         .bind(k.error_code.clone())
         .bind(k.error_message.clone())
         .bind(k.origin.clone())
+        .bind(k.state.clone())
+        .bind(k.description.clone())
+        .bind(k.deletion_at)
         .bind(k.created_at)
         .bind(k.created_at)
         .execute(&self.pool)
@@ -736,6 +911,9 @@ fn key_row(r: &AnyRow) -> Result<KeyRow> {
         error_code: r.try_get("error_code")?,
         error_message: r.try_get("error_message")?,
         origin: r.try_get("origin")?,
+        state: r.try_get("state")?,
+        description: r.try_get("description")?,
+        deletion_at: r.try_get("deletion_at")?,
         created_at: r.try_get("created_at")?,
     })
 }

@@ -23,6 +23,9 @@ fn key(id: &str) -> KeyRow {
         error_code: None,
         error_message: None,
         origin: dkms_store::ORIGIN_GENERATED.into(),
+        state: dkms_store::STATE_ENABLED.into(),
+        description: String::new(),
+        deletion_at: None,
         created_at: 1,
     }
 }
@@ -242,6 +245,164 @@ async fn concurrent_reservations_have_one_winner(s: &Store) {
     assert_eq!(reserved, 1);
 }
 
+async fn key_lifecycle_and_listing(s: &Store) {
+    use dkms_store::{
+        KeyFilter, STATE_DELETED, STATE_DISABLED, STATE_ENABLED, STATE_PENDING_DELETION,
+    };
+    use std::collections::BTreeMap;
+    for i in 0..7 {
+        let mut k = key(&format!("list{i}"));
+        k.created_at = 1000 + i64::from(i / 2); // pairs share a timestamp: the cursor must break ties
+        s.insert_key(&k).await.unwrap();
+    }
+    s.finish_key("list6", "02", None, 2000).await.unwrap();
+    // Pages of 3, newest first, nothing repeated or skipped.
+    let filter = KeyFilter {
+        state: Some(STATE_ENABLED.into()),
+        ..KeyFilter::default()
+    };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.list_keys(&filter, after.clone(), 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|k| (k.created_at, k.key_id.clone()));
+        seen.extend(page.into_iter().map(|k| k.key_id));
+    }
+    let list: Vec<&String> = seen.iter().filter(|k| k.starts_with("list")).collect();
+    assert_eq!(list.len(), 7, "{seen:?}");
+    assert_eq!(list[0], "list6");
+    let finished = KeyFilter {
+        status: Some(TaskStatus::Finished),
+        ..KeyFilter::default()
+    };
+    let f: Vec<String> = s
+        .list_keys(&finished, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert!(f.contains(&"list6".to_string()) && !f.contains(&"list5".to_string()));
+
+    // Labels and description.
+    let labels: BTreeMap<String, String> = [
+        ("env".to_string(), "prod".to_string()),
+        ("team".to_string(), "pay".to_string()),
+    ]
+    .into();
+    assert!(
+        s.update_key_metadata("list3", Some(&labels), Some("hot wallet"), 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.update_key_metadata("nope", Some(&labels), None, 5)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.get_labels("list3").await.unwrap(), labels);
+    assert_eq!(
+        s.get_key("list3").await.unwrap().unwrap().description,
+        "hot wallet"
+    );
+    let by_label = KeyFilter {
+        label: Some(("env".into(), "prod".into())),
+        ..KeyFilter::default()
+    };
+    let l: Vec<String> = s
+        .list_keys(&by_label, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(l, vec!["list3"]);
+    let fewer: BTreeMap<String, String> = [("env".to_string(), "dev".to_string())].into();
+    s.update_key_metadata("list3", Some(&fewer), None, 6)
+        .await
+        .unwrap();
+    assert_eq!(s.get_labels("list3").await.unwrap(), fewer);
+
+    // States move only along allowed edges.
+    assert!(
+        s.set_key_state("list2", &[STATE_ENABLED], STATE_DISABLED, None, 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.set_key_state("list2", &[STATE_ENABLED], STATE_DISABLED, None, 7)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.set_key_state(
+            "list2",
+            &[STATE_ENABLED, STATE_DISABLED],
+            STATE_PENDING_DELETION,
+            Some(100),
+            8
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        s.set_key_state(
+            "list1",
+            &[STATE_ENABLED, STATE_DISABLED],
+            STATE_PENDING_DELETION,
+            Some(50),
+            8
+        )
+        .await
+        .unwrap()
+    );
+    let due: Vec<String> = s
+        .due_deletions(99)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(due, vec!["list1"]);
+    assert!(
+        s.set_key_state("list1", &[STATE_PENDING_DELETION], STATE_DISABLED, None, 9)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.due_deletions(1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.key_id != "list1")
+    );
+    assert!(
+        s.set_key_state(
+            "list2",
+            &[STATE_PENDING_DELETION],
+            STATE_DELETED,
+            Some(100),
+            10
+        )
+        .await
+        .unwrap()
+    );
+    let k2 = s.get_key("list2").await.unwrap().unwrap();
+    assert_eq!(
+        (k2.state.as_str(), k2.deletion_at),
+        (STATE_DELETED, Some(100))
+    );
+    assert!(
+        !s.update_key_metadata("list2", None, Some("x"), 11)
+            .await
+            .unwrap(),
+        "deleted keys are final"
+    );
+}
+
 async fn contract(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::create(backend, dir.path()).await.unwrap();
@@ -257,6 +418,7 @@ async fn contract(backend: Backend) {
     api_keys(&s).await;
     idempotency(&s).await;
     concurrent_reservations_have_one_winner(&s).await;
+    key_lifecycle_and_listing(&s).await;
     drop(s);
     db.drop_database().await;
 }
