@@ -87,7 +87,9 @@ fn raw_keygen(t: u8, n: u8) -> Result<Vec<KeyShare>> {
         .into_iter()
         .map(|o| match o {
             SessionOutput::Key(k) => Ok(k),
-            SessionOutput::Signature(_) => Err(anyhow!("keygen produced a signature")),
+            SessionOutput::Signature(_) | SessionOutput::Repaired => {
+                Err(anyhow!("keygen produced no key share"))
+            }
         })
         .collect()
 }

@@ -101,6 +101,48 @@ pub enum KeyCmd {
     /// Import an existing private key (PEM). By default the key is split here and each
     /// share sealed to its node, so the gateway never sees the key
     Import(KeyImportArgs),
+    /// List keys, newest first (one page; pass --page-token for the next)
+    List {
+        /// Task status: INIT, PROCESSING, FINISHED, FAILED
+        #[arg(long)]
+        status: Option<String>,
+        /// Lifecycle state: ENABLED, DISABLED, PENDING_DELETION, DELETING, DELETED
+        #[arg(long)]
+        state: Option<String>,
+        /// A label the key must carry, as name=value
+        #[arg(long)]
+        label: Option<String>,
+        /// Keys per page (1 to 100)
+        #[arg(long)]
+        page_size: Option<u32>,
+        /// nextPageToken of the previous page
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// Replace a key's labels (--label name=value, repeatable; --clear-labels for none)
+    /// and/or its description
+    Update {
+        key_id: String,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(long)]
+        clear_labels: bool,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Stop a key from signing
+    Disable { key_id: String },
+    /// Let a disabled key sign again
+    Enable { key_id: String },
+    /// Schedule the destruction of every share of a key after a waiting period
+    ScheduleDeletion {
+        key_id: String,
+        /// Waiting period in days (7 to 30)
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+    /// Cancel a scheduled deletion (the key comes back disabled)
+    CancelDeletion { key_id: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -212,6 +254,71 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
             }
             KeyCmd::Get { key_id } => print_json(&client.get_key(&key_id).await?),
             KeyCmd::Import(args) => import_key(client, args).await,
+            KeyCmd::List {
+                status,
+                state,
+                label,
+                page_size,
+                page_token,
+            } => {
+                let page_size = page_size.map(|n| n.to_string());
+                let mut q: Vec<(&str, &str)> = Vec::new();
+                for (name, v) in [
+                    ("status", status.as_deref()),
+                    ("state", state.as_deref()),
+                    ("label", label.as_deref()),
+                    ("pageSize", page_size.as_deref()),
+                    ("pageToken", page_token.as_deref()),
+                ] {
+                    if let Some(v) = v {
+                        q.push((name, v));
+                    }
+                }
+                print_json(&client.list_keys(&q).await?)
+            }
+            KeyCmd::Update {
+                key_id,
+                labels,
+                clear_labels,
+                description,
+            } => {
+                let labels = if clear_labels || !labels.is_empty() {
+                    let mut map = std::collections::BTreeMap::new();
+                    for l in &labels {
+                        let (n, v) = l
+                            .split_once('=')
+                            .ok_or_else(|| anyhow!("--label {l:?} must be name=value"))?;
+                        map.insert(n.to_owned(), v.to_owned());
+                    }
+                    Some(map)
+                } else {
+                    None
+                };
+                let req = dkms_client::KeyUpdateRequest {
+                    key_id,
+                    labels,
+                    description,
+                };
+                print_json(&client.update_key(&req).await?)
+            }
+            KeyCmd::Disable { key_id } => print_json(
+                &client
+                    .key_state(dkms_client::KeyAction::Disable, &key_id)
+                    .await?,
+            ),
+            KeyCmd::Enable { key_id } => print_json(
+                &client
+                    .key_state(dkms_client::KeyAction::Enable, &key_id)
+                    .await?,
+            ),
+            KeyCmd::CancelDeletion { key_id } => print_json(
+                &client
+                    .key_state(dkms_client::KeyAction::CancelDeletion, &key_id)
+                    .await?,
+            ),
+            KeyCmd::ScheduleDeletion { key_id, days } => {
+                print_json(&client.schedule_key_deletion(&key_id, Some(days)).await?)
+            }
         },
         ClientCommand::Sign {
             key_id,

@@ -81,6 +81,38 @@ async fn the_cli_drives_every_endpoint() {
     let waited: SignInfo = serde_json::from_value(waited).unwrap();
     verify_independently(&key, &d, &waited);
 
+    // Lifecycle commands.
+    let (ok, upd, err) = dkms(
+        &stack,
+        &[
+            "key",
+            "update",
+            &key.key_id,
+            "--label",
+            "env=test",
+            "--description",
+            "cli key",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(upd["labels"]["env"], "test");
+    let (ok, list, _) = dkms(&stack, &["key", "list", "--label", "env=test"]);
+    assert!(ok);
+    assert_eq!(list["keys"][0]["keyId"], key.key_id.as_str());
+    let (ok, dis, _) = dkms(&stack, &["key", "disable", &key.key_id]);
+    assert!(ok && dis["state"] == "DISABLED");
+    let (ok, _, err) = dkms(&stack, &["sign", &key.key_id, &hex::encode(d)]);
+    assert!(!ok && err.contains("KEY_DISABLED"), "{err}");
+    let (ok, sched, _) = dkms(
+        &stack,
+        &["key", "schedule-deletion", &key.key_id, "--days", "7"],
+    );
+    assert!(ok && sched["state"] == "PENDING_DELETION", "{sched}");
+    let (ok, back, _) = dkms(&stack, &["key", "cancel-deletion", &key.key_id]);
+    assert!(ok && back["state"] == "DISABLED");
+    let (ok, en, _) = dkms(&stack, &["key", "enable", &key.key_id]);
+    assert!(ok && en["state"] == "ENABLED");
+
     let (ok, _, err) = dkms(&stack, &["sign", &key.key_id, "abcd"]);
     assert!(!ok && err.contains("INVALID_PARAMETER"), "{err}");
     let (ok, _, err) = dkms(

@@ -24,9 +24,18 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 pub use dkms_proto::api::{
-    Health, KeyGenRequest, KeyImportRequest, KeyImportResponse, KeyImportSharesRequest, KeyInfo,
-    KeyParams, PodInfo, SealedShare, SignInfo,
+    Health, KeyGenRequest, KeyIdRequest, KeyImportRequest, KeyImportResponse,
+    KeyImportSharesRequest, KeyInfo, KeyList, KeyParams, KeyUpdateRequest, PodInfo,
+    ScheduleDeletionRequest, SealedShare, SignInfo,
 };
+
+/// Lifecycle changes that take only a key id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAction {
+    Disable,
+    Enable,
+    CancelDeletion,
+}
 /// Re-exported so that callers of [`Client::raw`] need no direct `reqwest` dependency.
 pub use reqwest::Method;
 
@@ -309,6 +318,46 @@ impl Client {
     ) -> Result<String, ClientError> {
         let resp: KeyGenResponse = self.post(PATH_KEY_GEN, req, idempotency_key).await?;
         Ok(resp.key_id)
+    }
+
+    /// `GET /api/mappic/dkms/key/list`: one page of keys, newest first. `query` holds
+    /// the filters and paging parameters (`status`, `state`, `label` as `name=value`,
+    /// `pageSize`, `pageToken`).
+    pub async fn list_keys(&self, query: &[(&str, &str)]) -> Result<KeyList, ClientError> {
+        self.get("/api/mappic/dkms/key/list", query, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// `POST /api/mappic/dkms/key/update`: replaces labels and/or the description.
+    pub async fn update_key(&self, req: &KeyUpdateRequest) -> Result<KeyInfo, ClientError> {
+        self.post("/api/mappic/dkms/key/update", req, None).await
+    }
+
+    /// `POST /api/mappic/dkms/key/{disable,enable,cancelDeletion}` by name.
+    pub async fn key_state(&self, action: KeyAction, key_id: &str) -> Result<KeyInfo, ClientError> {
+        let path = match action {
+            KeyAction::Disable => "/api/mappic/dkms/key/disable",
+            KeyAction::Enable => "/api/mappic/dkms/key/enable",
+            KeyAction::CancelDeletion => "/api/mappic/dkms/key/cancelDeletion",
+        };
+        let body = KeyIdRequest {
+            key_id: key_id.to_owned(),
+        };
+        self.post(path, &body, None).await
+    }
+
+    /// `POST /api/mappic/dkms/key/scheduleDeletion` (7 to 30 days; default 30).
+    pub async fn schedule_key_deletion(
+        &self,
+        key_id: &str,
+        pending_window_days: Option<i64>,
+    ) -> Result<KeyInfo, ClientError> {
+        let body = ScheduleDeletionRequest {
+            key_id: key_id.to_owned(),
+            pending_window_days,
+        };
+        self.post("/api/mappic/dkms/key/scheduleDeletion", &body, None)
+            .await
     }
 
     /// `GET /api/mappic/dkms/key/get?keyId=...`.

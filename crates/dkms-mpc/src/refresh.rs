@@ -458,7 +458,9 @@ impl RefreshSession {
             .refresh(&self.session_id, &proofs)
             .map_err(|reason| self.abort(&Abort::recoverable(party.party_index, reason)))?;
         if compress(&party.pk) != self.public_key {
-            return Err(MpcError::Internal("the refresh changed the public key".into()));
+            return Err(MpcError::Internal(
+                "the refresh changed the public key".into(),
+            ));
         }
         let share = KeyShare::new(
             old.key_id(),
@@ -709,9 +711,11 @@ mod tests {
                 .collect::<Vec<_>>()
         };
 
-        let err =
-            run_local_with(sessions(fresh()), rewrite_round3(1, |m| m.zero.seed[0] ^= 1))
-                .unwrap_err();
+        let err = run_local_with(
+            sessions(fresh()),
+            rewrite_round3(1, |m| m.zero.seed[0] ^= 1),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("zero-share"), "{err}");
         assert_eq!(err.culprit(), Some(1), "{err}");
 

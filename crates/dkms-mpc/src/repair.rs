@@ -199,7 +199,6 @@ fn repair_error(e: &RepairError) -> MpcError {
 struct HelperSession {
     /// Dropped (and so zeroized) once the term is computed.
     share: Option<KeyShare>,
-    me: PartyIndex,
     lost: PartyIndex,
     helpers: Vec<PartyIndex>,
     session_id: [u8; 32],
@@ -226,13 +225,11 @@ impl HelperSession {
         }
         if share.needs_refresh() {
             return Err(MpcError::BadParameters(
-                "this share was repaired itself and cannot help before the key is refreshed"
-                    .into(),
+                "this share was repaired itself and cannot help before the key is refreshed".into(),
             ));
         }
         let expected = confirmation(&cfg.session_id, &share.package, cfg.lost)?;
         Ok(HelperSession {
-            me,
             lost: cfg.lost,
             helpers,
             session_id: cfg.session_id,
@@ -253,7 +250,10 @@ impl HelperSession {
     }
 
     /// The request is in: our term (round 2 out).
-    fn term(&mut self, received: BTreeMap<PartyIndex, HelperMsg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn term(
+        &mut self,
+        received: BTreeMap<PartyIndex, HelperMsg>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         for (_, msg) in received {
             match msg {
                 HelperMsg::Request(r) if r.public_key == self.public_key => {}
@@ -286,7 +286,10 @@ impl HelperSession {
         }])
     }
 
-    fn finish(&mut self, received: BTreeMap<PartyIndex, HelperMsg>) -> Result<SessionOutput, MpcError> {
+    fn finish(
+        &mut self,
+        received: BTreeMap<PartyIndex, HelperMsg>,
+    ) -> Result<SessionOutput, MpcError> {
         for (_, msg) in received {
             match msg {
                 HelperMsg::Confirm(c) if c.confirmation == self.expected => {}
@@ -392,7 +395,8 @@ struct RecipientSession {
 
 impl RecipientSession {
     fn new(public: RepairPublic, cfg: RepairConfig, me: PartyIndex) -> Result<Self, MpcError> {
-        check_parameters(public.threshold, &public.participants).map_err(MpcError::BadParameters)?;
+        check_parameters(public.threshold, &public.participants)
+            .map_err(MpcError::BadParameters)?;
         let n = public.participants.len() as u8;
         let helpers = check_config(public.threshold, n, &cfg)?;
         if me != cfg.lost {

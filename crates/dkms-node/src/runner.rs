@@ -831,6 +831,10 @@ async fn finish(
         SessionOutput::Signature(sig) => Ok(Outcome::Signed {
             signature: sig.to_bytes().to_vec(),
         }),
+        // Only repair helpers end this way, and this node starts no repair sessions.
+        SessionOutput::Repaired => Err(Failure::internal(
+            "a session ended as a repair, which this node did not start",
+        )),
     }
 }
 
