@@ -143,6 +143,16 @@ pub enum KeyCmd {
     },
     /// Cancel a scheduled deletion (the key comes back disabled)
     CancelDeletion { key_id: String },
+    /// Give every node a new share of the key (same public key); old shares stop working
+    Refresh {
+        key_id: String,
+        /// Print the task at once instead of waiting for it
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -316,6 +326,27 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                     .key_state(dkms_client::KeyAction::CancelDeletion, &key_id)
                     .await?,
             ),
+            KeyCmd::Refresh {
+                key_id,
+                no_wait,
+                timeout,
+            } => {
+                let started = client.refresh_key(&key_id).await?;
+                if no_wait {
+                    return print_json(&started);
+                }
+                let task = client
+                    .wait_task(&started.instance_id, Duration::from_secs(timeout))
+                    .await
+                    .map_err(|e| timeout_hint(e, timeout, "task", &started.instance_id))?;
+                print_json(&task)?;
+                check_finished(
+                    "refresh",
+                    &task.status,
+                    task.error_code.as_deref(),
+                    task.error_message.as_deref(),
+                )
+            }
             KeyCmd::ScheduleDeletion { key_id, days } => {
                 print_json(&client.schedule_key_deletion(&key_id, Some(days)).await?)
             }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 pub use dkms_proto::api::{
     Health, KeyGenRequest, KeyIdRequest, KeyImportRequest, KeyImportResponse,
     KeyImportSharesRequest, KeyInfo, KeyList, KeyParams, KeyUpdateRequest, PodInfo,
-    ScheduleDeletionRequest, SealedShare, SignInfo,
+    ScheduleDeletionRequest, SealedShare, SignInfo, TaskInfo,
 };
 
 /// Lifecycle changes that take only a key id.
@@ -344,6 +344,41 @@ impl Client {
             key_id: key_id.to_owned(),
         };
         self.post(path, &body, None).await
+    }
+
+    /// `POST /api/mappic/dkms/key/refresh`: new shares for every node, same public key.
+    pub async fn refresh_key(&self, key_id: &str) -> Result<KeyImportResponse, ClientError> {
+        let body = KeyIdRequest {
+            key_id: key_id.to_owned(),
+        };
+        self.post("/api/mappic/dkms/key/refresh", &body, None).await
+    }
+
+    /// `GET /api/mappic/dkms/task/get`, long-polling until the task ends or `timeout`.
+    pub async fn wait_task(
+        &self,
+        instance_id: &str,
+        timeout: Duration,
+    ) -> Result<TaskInfo, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = left.as_millis().min(u128::from(MAX_WAIT_MS)).to_string();
+            let info: TaskInfo = self
+                .get(
+                    "/api/mappic/dkms/task/get",
+                    &[("instanceId", instance_id), ("waitMs", &wait)],
+                    left + REQUEST_TIMEOUT,
+                )
+                .await?;
+            let done = matches!(info.status.as_str(), "FINISHED" | "FAILED" | "REJECTED");
+            if done {
+                return Ok(info);
+            }
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+        }
     }
 
     /// `POST /api/mappic/dkms/key/scheduleDeletion` (7 to 30 days; default 30).

@@ -12,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Extension, Json, Router};
+use dkms_proto::api::TaskInfo;
 use dkms_proto::api::{
     CreatePodRequest, Envelope, Health, JoinTokenResponse, KeyGenRequest, KeyGenResponse,
     KeyIdRequest, KeyImportRequest, KeyImportResponse, KeyImportSharesRequest, KeyInfo, KeyList,
@@ -115,6 +116,8 @@ fn routes() -> Vec<Route> {
             Bearer,
             key_cancel_deletion,
         ),
+        route(Post, "/api/mappic/dkms/key/refresh", Bearer, key_refresh),
+        route(Get, "/api/mappic/dkms/task/get", Bearer, task_get),
         with_body_limit(
             route(
                 Post,
@@ -587,6 +590,7 @@ async fn insert_key_row(
             state: dkms_store::STATE_ENABLED.into(),
             description: String::new(),
             deletion_at: None,
+            generation: 0,
             created_at: state.clock.now_ms(),
         })
         .await
@@ -982,6 +986,95 @@ async fn key_schedule_deletion(
     .await
 }
 
+/// `POST /api/mappic/dkms/key/refresh`: every node gets a new share of the same key; the
+/// old shares stop combining with the new ones. One refresh per key at a time.
+async fn key_refresh(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<KeyIdRequest>,
+) -> Response {
+    idempotent(&state, &principal, &headers, "keyRefresh", &req, || async {
+        let key = existing_key(&state, &req.key_id).await?;
+        if key.status != TaskStatus::Finished {
+            return Err(ApiError::new(
+                ErrorCode::KeyNotReady,
+                format!("key {} is {}; only a FINISHED key can be refreshed", key.key_id, key.status),
+            ));
+        }
+        if ![dkms_store::STATE_ENABLED, dkms_store::STATE_DISABLED].contains(&key.state.as_str()) {
+            return Err(ApiError::new(
+                ErrorCode::KeyDisabled,
+                format!("key {} is {}; it cannot be refreshed", key.key_id, key.state),
+            ));
+        }
+        let permit = admit_task(&state)?;
+        let instance_id = uuid::Uuid::new_v4().to_string();
+        let claimed = state
+            .store
+            .begin_refresh(
+                &dkms_store::KeyTaskRow {
+                    instance_id: instance_id.clone(),
+                    key_id: key.key_id.clone(),
+                    kind: "REFRESH".into(),
+                    status: TaskStatus::Init,
+                    error_code: None,
+                    error_message: None,
+                    created_at: state.clock.now_ms(),
+                },
+                state.clock.now_ms(),
+            )
+            .await?;
+        if !claimed {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("a refresh of key {} is already running", key.key_id),
+            ));
+        }
+        tracing::info!(key_id = %key.key_id, instance_id = %instance_id, principal = %principal.id, "refresh requested");
+        orchestrator::spawn_refresh(state.clone(), instance_id.clone(), key.key_id.clone(), permit);
+        to_value(KeyImportResponse {
+            instance_id,
+            key_id: key.key_id,
+        })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskQuery {
+    instance_id: Option<String>,
+    wait_ms: Option<u64>,
+}
+
+async fn task_get(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<TaskQuery>,
+) -> ApiResult<Json<Envelope<TaskInfo>>> {
+    let id = parse_id(q.instance_id.as_deref(), "instanceId")?.to_string();
+    let info = load_waiting(&state, &id, q.wait_ms.unwrap_or(0), || async {
+        let row = state.store.get_key_task(&id).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::TaskNotFound, format!("no task with id {id}"))
+        })?;
+        let status = row.status;
+        Ok((
+            TaskInfo {
+                instance_id: row.instance_id,
+                key_id: row.key_id,
+                kind: row.kind,
+                status: row.status.to_string(),
+                error_code: row.error_code,
+                error_message: row.error_message,
+                created_at: rfc3339(row.created_at),
+            },
+            status,
+        ))
+    })
+    .await?;
+    Ok(ok(info))
+}
+
 async fn key_cancel_deletion(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<KeyIdRequest>,
@@ -1086,6 +1179,7 @@ async fn key_info(state: &AppState, row: dkms_store::KeyRow) -> ApiResult<KeyInf
         labels,
         description: row.description,
         deletion_at: row.deletion_at.map(rfc3339),
+        generation: row.generation,
         created_at: rfc3339(row.created_at),
     })
 }

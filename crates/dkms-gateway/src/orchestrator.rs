@@ -233,7 +233,7 @@ async fn run_key_task(
     for (tag, outcome) in outcomes {
         match outcome {
             Outcome::KeyGenerated { public_key } => keys.entry(public_key).or_default().push(tag),
-            Outcome::Signed { .. } | Outcome::Deleted => {
+            Outcome::Signed { .. } | Outcome::Deleted | Outcome::Promoted { .. } => {
                 return Err(TaskFailure::new(
                     ErrorCode::ProtocolFailed,
                     format!("node {tag} answered a key task with something else"),
@@ -409,6 +409,137 @@ async fn delete_shares(state: &AppState, key: &dkms_store::KeyRow) -> Result<(),
     Ok(())
 }
 
+/// Spawns the refresh task `instance_id` of `key_id` in the background.
+pub fn spawn_refresh(
+    state: AppState,
+    instance_id: String,
+    key_id: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let span = info_span!("refresh", instance_id = %instance_id, key_id = %key_id);
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            let result = run_refresh(&state, &instance_id, &key_id).await;
+            let failure = result
+                .as_ref()
+                .err()
+                .map(|f| (f.code.as_str(), f.message.as_str()));
+            match &result {
+                Ok(generation) => info!(generation, "refresh committed"),
+                Err(f) => warn!(code = %f.code, error = %f.message, "refresh failed"),
+            }
+            if let Err(e) = state
+                .store
+                .end_key_task(&instance_id, failure, state.clock.now_ms())
+                .await
+            {
+                warn!(error = %e, "could not record the end of the refresh");
+            }
+            state.waiters.wake(&instance_id);
+        }
+        .instrument(span),
+    );
+}
+
+/// Runs the refresh protocol on every participant, then commits the new generation. Until
+/// the commit every node keeps signing with its current share, so a refresh that fails at
+/// any point (a node down, a crash) leaves the key exactly as it was.
+async fn run_refresh(
+    state: &AppState,
+    instance_id: &str,
+    key_id: &str,
+) -> Result<u32, TaskFailure> {
+    let internal = |e: dkms_store::StoreError| TaskFailure::new(ErrorCode::Internal, e.to_string());
+    let _running = state
+        .sessions
+        .acquire()
+        .await
+        .map_err(|_| TaskFailure::new(ErrorCode::Internal, "gateway is shutting down"))?;
+    state
+        .store
+        .start_key_task(instance_id, state.clock.now_ms())
+        .await
+        .map_err(internal)?;
+    state.waiters.wake(instance_id);
+    let key = state
+        .store
+        .get_key(key_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotFound, "the key no longer exists"))?;
+    let participants = tags(&key.participants)?;
+    let missing: Vec<NodeTag> = participants
+        .iter()
+        .filter(|t| !state.hub.is_connected(t))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(TaskFailure::new(
+            ErrorCode::NodeUnavailable,
+            format!(
+                "a refresh needs all {} participants, but these nodes are not connected: {}",
+                participants.len(),
+                join(&missing)
+            ),
+        ));
+    }
+    let key_uuid = uuid::Uuid::parse_str(key_id)
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    let target = key.generation + 1;
+    let outcomes = run_session(
+        state,
+        key_uuid,
+        Operation::Refresh { generation: target },
+        &participants,
+        state.config.keygen_timeout,
+    )
+    .await?;
+    let expected = key
+        .public_key
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "the key has no public key"))?;
+    for (tag, outcome) in &outcomes {
+        match outcome {
+            Outcome::KeyGenerated { public_key } if *public_key == expected => {}
+            _ => {
+                return Err(TaskFailure {
+                    code: ErrorCode::ProtocolFailed,
+                    message: format!(
+                        "node {tag} did not report the key's public key after the refresh"
+                    ),
+                    culprit: Some(tag.clone()),
+                });
+            }
+        }
+    }
+    if !state
+        .store
+        .commit_generation(key_id, key.generation, state.clock.now_ms())
+        .await
+        .map_err(internal)?
+    {
+        return Err(TaskFailure::new(
+            ErrorCode::Conflict,
+            "the key's generation changed during the refresh",
+        ));
+    }
+    // Best effort: a node that misses this promotes its staged share at its next signing.
+    if let Err(f) = run_session(
+        state,
+        key_uuid,
+        Operation::Promote { generation: target },
+        &participants,
+        state.config.sign_timeout,
+    )
+    .await
+    {
+        warn!(error = %f.message, "some nodes will promote the new shares at their next signing");
+    }
+    Ok(target)
+}
+
 /// Spawns the signing task `instance_id` in the background.
 pub fn spawn_sign(state: AppState, instance_id: String, permit: tokio::sync::OwnedSemaphorePermit) {
     let span = info_span!("sign", instance_id = %instance_id);
@@ -518,6 +649,7 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
         let operation = Operation::Sign {
             signers: signers.clone(),
             digest,
+            generation: key.generation,
         };
         match run_session(
             state,
@@ -532,7 +664,7 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
             Err(f) => {
                 warn!(attempt, code = %f.code, message = %f.message, "signing session failed");
                 match &f.culprit {
-                    Some(c) if f.code != ErrorCode::KeyNotFound => {
+                    Some(c) => {
                         excluded.insert(c.clone());
                         last_failure = Some(f);
                     }

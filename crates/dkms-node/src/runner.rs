@@ -344,6 +344,8 @@ impl Failure {
 struct Roster {
     store: Arc<NodeStore>,
     fault: Fault,
+    /// For a refresh: the generation its new share is staged as.
+    staged_generation: Option<u32>,
     me: PartyIndex,
     session_id: [u8; 32],
     peers: HashMap<PartyIndex, ShareParticipant>,
@@ -429,7 +431,22 @@ async fn drive_session(
             threshold,
             participants,
         } => prepare_keygen(ctx, &start, *threshold, participants).await?,
-        Operation::Sign { signers, digest } => prepare_sign(ctx, &start, signers, digest).await?,
+        Operation::Sign {
+            signers,
+            digest,
+            generation,
+        } => prepare_sign(ctx, &start, signers, digest, *generation).await?,
+        Operation::Refresh { generation } => prepare_refresh(ctx, &start, *generation).await?,
+        Operation::Promote { generation } => {
+            let store = ctx.store.clone();
+            let generation = *generation;
+            let current =
+                blocking(move || ensure_generation(&store, &key_id, generation)).await??;
+            info!(generation = current, "share generation committed");
+            return Ok(Outcome::Promoted {
+                generation: current,
+            });
+        }
         Operation::Import {
             threshold,
             participants,
@@ -505,7 +522,12 @@ async fn drive_session(
             Ok(Progress::Done { output, outgoing }) => {
                 // Our last round may complete together with the session: peers still need it.
                 send_all(ctx, &roster, &start, outgoing, out).await?;
-                return finish(ctx, key_id, output).await;
+                return match (roster.staged_generation, output) {
+                    (Some(generation), SessionOutput::Key(share)) => {
+                        stage(ctx, key_id, generation, share).await
+                    }
+                    (_, output) => finish(ctx, key_id, output).await,
+                };
             }
             Err((from_idx, e)) => {
                 let mut f = mpc_failure(&roster, e);
@@ -683,6 +705,7 @@ async fn prepare_keygen(
     let roster = Roster {
         store: ctx.store.clone(),
         fault: Fault::None,
+        staged_generation: None,
         me: my_index,
         session_id,
         peers: share_participants
@@ -703,15 +726,34 @@ async fn prepare_keygen(
     Ok((roster, session))
 }
 
-async fn prepare_sign(
-    ctx: &Arc<NodeContext>,
-    start: &SessionStart,
-    signers: &[NodeTag],
-    digest: &[u8; 32],
-) -> Result<(Roster, Box<dyn Session>), Failure> {
+/// Makes `generation` the live share if it is staged (the gateway has committed it);
+/// fails if this node holds neither it nor a staged copy.
+fn ensure_generation(
+    store: &NodeStore,
+    key_id: &uuid::Uuid,
+    generation: u32,
+) -> Result<u32, Failure> {
+    let internal = |e: StoreError| Failure::internal(e.to_string());
+    let current = store.share_generation(key_id).map_err(internal)?;
+    if current == generation {
+        return Ok(current);
+    }
+    if current < generation && store.promote_share(key_id, generation).map_err(internal)? {
+        return Ok(generation);
+    }
+    Err(Failure {
+        kind: FailureKind::UnknownKey,
+        culprit: None,
+        message: format!(
+            "this node holds generation {current} of key {key_id}, not the committed generation {generation}"
+        ),
+    })
+}
+
+/// Loads this node's live share of `key_id`.
+async fn load_share(ctx: &Arc<NodeContext>, key_id: uuid::Uuid) -> Result<KeyShare, Failure> {
     let store = ctx.store.clone();
-    let key_id = start.key_id;
-    let share = blocking(move || -> Result<KeyShare, Failure> {
+    blocking(move || -> Result<KeyShare, Failure> {
         let bytes = store
             .get_share(&key_id)
             .map_err(|e| Failure::internal(e.to_string()))?
@@ -722,7 +764,74 @@ async fn prepare_sign(
             })?;
         KeyShare::from_bytes(&bytes).map_err(|e| Failure::internal(e.to_string()))
     })
-    .await??;
+    .await?
+}
+
+async fn prepare_refresh(
+    ctx: &Arc<NodeContext>,
+    start: &SessionStart,
+    generation: u32,
+) -> Result<(Roster, Box<dyn Session>), Failure> {
+    let store = ctx.store.clone();
+    let key_id = start.key_id;
+    let current = blocking(move || store.share_generation(&key_id))
+        .await?
+        .map_err(|e| Failure::internal(e.to_string()))?;
+    if generation != current + 1 {
+        return Err(Failure::bad(format!(
+            "refresh to generation {generation} asked, but this node holds generation {current}"
+        )));
+    }
+    let share = load_share(ctx, key_id).await?;
+    let participants: Vec<NodeTag> = share.participants().iter().map(|p| p.tag.clone()).collect();
+    refuse_banned(
+        &ctx.store,
+        &participants
+            .iter()
+            .filter(|p| **p != ctx.tag)
+            .cloned()
+            .collect::<Vec<_>>(),
+    )?;
+    let public_key = share.public_key();
+    let session_id = session_id(
+        &start.key_id,
+        start.scheme,
+        &SessionKind::Refresh {
+            threshold: share.threshold(),
+            participants: &participants,
+            public_key: &public_key,
+        },
+        &start.nonce,
+    );
+    let roster = Roster {
+        store: ctx.store.clone(),
+        fault: Fault::None,
+        me: share.my_index(),
+        session_id,
+        peers: share
+            .participants()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((i + 1) as PartyIndex, p.clone()))
+            .collect(),
+        staged_generation: Some(generation),
+    };
+    let session = dkms_mpc::refresh(share, dkms_mpc::RefreshConfig { session_id })
+        .map_err(|e| Failure::bad(e.to_string()))?;
+    Ok((roster, session))
+}
+
+async fn prepare_sign(
+    ctx: &Arc<NodeContext>,
+    start: &SessionStart,
+    signers: &[NodeTag],
+    digest: &[u8; 32],
+    generation: u32,
+) -> Result<(Roster, Box<dyn Session>), Failure> {
+    let store = ctx.store.clone();
+    let key_id = start.key_id;
+    blocking(move || ensure_generation(&store, &key_id, generation)).await??;
+    let share = load_share(ctx, key_id).await?;
     if share.key_id() != key_id {
         return Err(Failure::internal("stored share belongs to another key"));
     }
@@ -754,6 +863,7 @@ async fn prepare_sign(
     let roster = Roster {
         store: ctx.store.clone(),
         fault: signing_fault(),
+        staged_generation: None,
         me: share.my_index(),
         session_id,
         peers: share
@@ -807,6 +917,25 @@ async fn import_share(
         ));
     }
     finish(ctx, key_id, SessionOutput::Key(share)).await
+}
+
+/// Keeps a refreshed share staged until the gateway commits its generation.
+async fn stage(
+    ctx: &Arc<NodeContext>,
+    key_id: uuid::Uuid,
+    generation: u32,
+    share: KeyShare,
+) -> Result<Outcome, Failure> {
+    let public_key = share.public_key().to_vec();
+    let store = ctx.store.clone();
+    blocking(move || {
+        let bytes = share.to_bytes();
+        store.stage_share(&key_id, generation, &bytes)
+    })
+    .await?
+    .map_err(|e| Failure::internal(format!("staging the refreshed share: {e}")))?;
+    info!(generation, "refreshed share staged");
+    Ok(Outcome::KeyGenerated { public_key })
 }
 
 /// Persists a new share (once, atomically) or hands back a signature.

@@ -29,11 +29,18 @@ const SHARES_NAME: &str = "shares";
 const SECRETS_NAME: &str = "secrets";
 const PEER_PINS_NAME: &str = "peer_pins";
 const META_NAME: &str = "meta";
+const STAGED_NAME: &str = "staged_shares";
+const GENERATIONS_NAME: &str = "share_generations";
 
 const SHARES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(SHARES_NAME);
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new(SECRETS_NAME);
 const PEER_PINS: TableDefinition<&str, &[u8]> = TableDefinition::new(PEER_PINS_NAME);
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_NAME);
+/// A refreshed share waiting for the gateway to commit its generation: key id →
+/// generation (u32 big endian) ‖ sealed share.
+const STAGED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(STAGED_NAME);
+/// The generation of the share in `shares` (absent = 0, the generation a key is born with).
+const GENERATIONS: TableDefinition<&[u8; 16], u32> = TableDefinition::new(GENERATIONS_NAME);
 
 /// Domain separator at the start of every record's associated data.
 const AAD_DOMAIN: &[u8] = b"dkms/node-store/v1";
@@ -144,6 +151,8 @@ impl NodeStore {
             let _ = txn.open_table(SHARES).map_err(db)?;
             let _ = txn.open_table(SECRETS).map_err(db)?;
             let _ = txn.open_table(PEER_PINS).map_err(db)?;
+            let _ = txn.open_table(STAGED).map_err(db)?;
+            let _ = txn.open_table(GENERATIONS).map_err(db)?;
             let meta = txn.open_table(META).map_err(db)?;
             meta.get(CANARY_ID).map_err(db)?.map(|g| g.value().to_vec())
         };
@@ -207,15 +216,105 @@ impl NodeStore {
             .map(Some)
     }
 
-    /// Deletes a key share; `true` if there was one.
+    /// Deletes a key share, with any staged successor; `true` if there was one.
     pub fn delete_share(&self, key_id: &uuid::Uuid) -> Result<bool, StoreError> {
         let txn = self.db.begin_write().map_err(db)?;
         let existed = {
             let mut table = txn.open_table(SHARES).map_err(db)?;
-            table.remove(key_id.as_bytes()).map_err(db)?.is_some()
+            let existed = table.remove(key_id.as_bytes()).map_err(db)?.is_some();
+            txn.open_table(STAGED)
+                .map_err(db)?
+                .remove(key_id.as_bytes())
+                .map_err(db)?;
+            txn.open_table(GENERATIONS)
+                .map_err(db)?
+                .remove(key_id.as_bytes())
+                .map_err(db)?;
+            existed
         };
         txn.commit().map_err(db)?;
         Ok(existed)
+    }
+
+    /// The generation of the stored share of `key_id` (0 until a refresh is committed).
+    pub fn share_generation(&self, key_id: &uuid::Uuid) -> Result<u32, StoreError> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let table = txn.open_table(GENERATIONS).map_err(db)?;
+        Ok(table
+            .get(key_id.as_bytes())
+            .map_err(db)?
+            .map(|g| g.value())
+            .unwrap_or(0))
+    }
+
+    /// Keeps a refreshed share beside the current one until its generation is committed.
+    /// A later staging for the same key replaces it (a failed refresh leaves nothing live).
+    pub fn stage_share(
+        &self,
+        key_id: &uuid::Uuid,
+        generation: u32,
+        share: &[u8],
+    ) -> Result<(), StoreError> {
+        let id = staged_id(key_id, generation);
+        let sealed = self.seal_record(STAGED_NAME, &id, share)?;
+        let mut value = generation.to_be_bytes().to_vec();
+        value.extend_from_slice(&sealed);
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let shares = txn.open_table(SHARES).map_err(db)?;
+            if shares.get(key_id.as_bytes()).map_err(db)?.is_none() {
+                return Err(StoreError::Malformed {
+                    table: SHARES_NAME,
+                    id: key_id.to_string(),
+                    reason: "no current share to refresh",
+                });
+            }
+            let mut staged = txn.open_table(STAGED).map_err(db)?;
+            staged
+                .insert(key_id.as_bytes(), value.as_slice())
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Makes the staged share of `generation` the current one, in one transaction that
+    /// also overwrites (destroys) the old share. `Ok(false)` if no such share is staged.
+    pub fn promote_share(&self, key_id: &uuid::Uuid, generation: u32) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut staged = txn.open_table(STAGED).map_err(db)?;
+            let Some(value) = staged
+                .get(key_id.as_bytes())
+                .map_err(db)?
+                .map(|g| g.value().to_vec())
+            else {
+                return Ok(false);
+            };
+            let (gen_bytes, sealed) = value.split_at_checked(4).ok_or(StoreError::Malformed {
+                table: STAGED_NAME,
+                id: key_id.to_string(),
+                reason: "truncated",
+            })?;
+            let staged_gen =
+                u32::from_be_bytes([gen_bytes[0], gen_bytes[1], gen_bytes[2], gen_bytes[3]]);
+            if staged_gen != generation {
+                return Ok(false);
+            }
+            let plain = self.open_record(STAGED_NAME, &staged_id(key_id, generation), sealed)?;
+            let resealed = self.seal_record(SHARES_NAME, key_id.as_bytes(), &plain)?;
+            let mut shares = txn.open_table(SHARES).map_err(db)?;
+            shares
+                .insert(key_id.as_bytes(), resealed.as_slice())
+                .map_err(db)?;
+            staged.remove(key_id.as_bytes()).map_err(db)?;
+            txn.open_table(GENERATIONS)
+                .map_err(db)?
+                .insert(key_id.as_bytes(), generation)
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(true)
     }
 
     /// The key ids of all stored shares, in byte order. Shares are not opened.
@@ -382,6 +481,14 @@ fn create_private_empty_file(path: &Path) -> Result<(), StoreError> {
             source,
         }),
     }
+}
+
+/// Record id of a staged share: the key id and the generation, so a staged record cannot
+/// be replayed as another generation.
+fn staged_id(key_id: &uuid::Uuid, generation: u32) -> Vec<u8> {
+    let mut id = key_id.as_bytes().to_vec();
+    id.extend_from_slice(&generation.to_be_bytes());
+    id
 }
 
 #[cfg(test)]
@@ -696,5 +803,36 @@ mod tests {
         assert_ne!(record_aad("ab", b"c", 1), record_aad("a", b"bc", 1));
         assert_ne!(record_aad("a", b"b", 1), record_aad("a", b"b", 2));
         assert!(record_aad("shares", b"x", 1).starts_with(AAD_DOMAIN));
+    }
+
+    #[test]
+    fn refreshed_shares_are_staged_then_promoted_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        assert!(
+            store.stage_share(&id(1), 1, b"next").is_err(),
+            "nothing to refresh"
+        );
+        store.put_share(&id(1), b"gen0").unwrap();
+        assert_eq!(store.share_generation(&id(1)).unwrap(), 0);
+        store.stage_share(&id(1), 1, b"gen1-first-try").unwrap();
+        store.stage_share(&id(1), 2, b"gen2").unwrap();
+        assert!(
+            !store.promote_share(&id(1), 1).unwrap(),
+            "only the latest staging counts"
+        );
+        assert_eq!(
+            store.get_share(&id(1)).unwrap().unwrap().as_slice(),
+            b"gen0"
+        );
+        assert!(store.promote_share(&id(1), 2).unwrap());
+        assert_eq!(
+            store.get_share(&id(1)).unwrap().unwrap().as_slice(),
+            b"gen2"
+        );
+        assert_eq!(store.share_generation(&id(1)).unwrap(), 2);
+        assert!(!store.promote_share(&id(1), 2).unwrap(), "promoted once");
+        assert!(store.delete_share(&id(1)).unwrap());
+        assert_eq!(store.share_generation(&id(1)).unwrap(), 0);
     }
 }

@@ -170,6 +170,9 @@ pub struct KeyInfo {
     /// When a scheduled deletion destroys the shares (RFC 3339).
     #[serde(default)]
     pub deletion_at: Option<String>,
+    /// Share generation: 0 at creation, +1 per committed refresh.
+    #[serde(default)]
+    pub generation: u32,
     pub created_at: String,
 }
 
@@ -193,7 +196,21 @@ pub struct KeyUpdateRequest {
     pub description: Option<String>,
 }
 
-/// Body of `key/enable`, `key/disable` and `key/cancelDeletion`.
+/// `GET /api/mappic/dkms/task/get?instanceId=...`: a task on an existing key (refresh).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInfo {
+    pub instance_id: String,
+    pub key_id: String,
+    /// `REFRESH`.
+    pub kind: String,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: String,
+}
+
+/// Body of `key/enable`, `key/disable`, `key/cancelDeletion` and `key/refresh`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyIdRequest {

@@ -49,11 +49,18 @@ pub enum Operation {
         threshold: u8,
         participants: Vec<Peer>,
     },
-    /// Signing of `digest` by exactly `threshold` of the key's participants.
+    /// Signing of `digest` by exactly `threshold` of the key's participants, with the
+    /// shares of `generation` (0 at creation, +1 per committed refresh).
     Sign {
         signers: Vec<NodeTag>,
         digest: [u8; 32],
+        generation: u32,
     },
+    /// Refreshing every participant's share (same public key, new shares). The result is
+    /// staged as `generation`; it becomes live only once the gateway commits it.
+    Refresh { generation: u32 },
+    /// The gateway committed `generation`: make the staged share the live one.
+    Promote { generation: u32 },
     /// Storing this node's share of an imported key, split by a trusted dealer (the
     /// gateway or the importing client) and sealed to this node's encryption key.
     Import {
@@ -142,6 +149,8 @@ pub enum Outcome {
     Signed { signature: Vec<u8> },
     /// The share is gone from this node (or was never there).
     Deleted,
+    /// The live share is now of this generation.
+    Promoted { generation: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

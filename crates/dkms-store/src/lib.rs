@@ -128,6 +128,20 @@ pub struct KeyRow {
     pub description: String,
     /// When a scheduled deletion is due (ms since the epoch).
     pub deletion_at: Option<i64>,
+    /// Share generation the nodes sign with (0 at creation, +1 per committed refresh).
+    pub generation: u32,
+    pub created_at: i64,
+}
+
+/// A task on an existing key (a refresh).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTaskRow {
+    pub instance_id: String,
+    pub key_id: String,
+    pub kind: String,
+    pub status: TaskStatus,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
     pub created_at: i64,
 }
 
@@ -386,6 +400,111 @@ impl Store {
             q = q.bind((*f).to_owned());
         }
         Ok(q.execute(&self.pool).await?.rows_affected() == 1)
+    }
+
+    // ---- refresh ----
+
+    /// Creates a refresh task and makes it the key's only running refresh. `Ok(false)`
+    /// if another refresh holds the key.
+    pub async fn begin_refresh(&self, task: &KeyTaskRow, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let claimed = self
+            .q("UPDATE mpc_keys SET refresh_task = ?, updated_at = ? WHERE key_id = ? AND refresh_task IS NULL")
+            .bind(task.instance_id.clone())
+            .bind(now)
+            .bind(task.key_id.clone())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if claimed != 1 {
+            return Ok(false);
+        }
+        self.q(
+            "INSERT INTO key_tasks (instance_id, key_id, kind, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(task.instance_id.clone())
+        .bind(task.key_id.clone())
+        .bind(task.kind.clone())
+        .bind(task.status.as_str())
+        .bind(task.created_at)
+        .bind(task.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The commit point of a refresh: the key moves from generation `from` to `from + 1`.
+    pub async fn commit_generation(&self, key_id: &str, from: u32, now: i64) -> Result<bool> {
+        let done = self
+            .q("UPDATE mpc_keys SET generation = ?, updated_at = ? WHERE key_id = ? AND generation = ?")
+            .bind(i64::from(from) + 1)
+            .bind(now)
+            .bind(key_id.to_owned())
+            .bind(i64::from(from))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Ends a key task (FINISHED, or FAILED with a code and message) and releases the key.
+    pub async fn end_key_task(
+        &self,
+        instance_id: &str,
+        failure: Option<(&str, &str)>,
+        now: i64,
+    ) -> Result<()> {
+        let (status, code, message) = match failure {
+            None => (TaskStatus::Finished, None, None),
+            Some((c, m)) => (TaskStatus::Failed, Some(c.to_owned()), Some(m.to_owned())),
+        };
+        self.q(concat!(
+            "UPDATE key_tasks SET status = ?, error_code = ?, error_message = ?, updated_at = ? \
+             WHERE instance_id = ? AND status IN ",
+            open_states!()
+        ))
+        .bind(status.as_str())
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .bind(instance_id.to_owned())
+        .execute(&self.pool)
+        .await?;
+        self.q("UPDATE mpc_keys SET refresh_task = NULL WHERE refresh_task = ?")
+            .bind(instance_id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn start_key_task(&self, instance_id: &str, now: i64) -> Result<bool> {
+        let done = self
+            .q("UPDATE key_tasks SET status = 'PROCESSING', updated_at = ? WHERE instance_id = ? AND status = 'INIT'")
+            .bind(now)
+            .bind(instance_id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn get_key_task(&self, instance_id: &str) -> Result<Option<KeyTaskRow>> {
+        let row = self
+            .q("SELECT * FROM key_tasks WHERE instance_id = ?")
+            .bind(instance_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(KeyTaskRow {
+                instance_id: r.try_get("instance_id")?,
+                key_id: r.try_get("key_id")?,
+                kind: r.try_get("kind")?,
+                status: status(&r)?,
+                error_code: r.try_get("error_code")?,
+                error_message: r.try_get("error_message")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
     }
 
     /// Keys whose scheduled deletion is due, and deletions already under way.
@@ -669,6 +788,18 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        self.q(concat!(
+            "UPDATE key_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
+            open_states!()
+        ))
+        .bind(code.to_owned())
+        .bind(message.to_owned())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.q("UPDATE mpc_keys SET refresh_task = NULL WHERE refresh_task IS NOT NULL")
+            .execute(&self.pool)
+            .await?;
         Ok(Swept { keys, signs })
     }
 
@@ -914,6 +1045,8 @@ fn key_row(r: &AnyRow) -> Result<KeyRow> {
         state: r.try_get("state")?,
         description: r.try_get("description")?,
         deletion_at: r.try_get("deletion_at")?,
+        generation: u32::try_from(r.try_get::<i64, _>("generation")?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         created_at: r.try_get("created_at")?,
     })
 }

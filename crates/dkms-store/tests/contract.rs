@@ -26,6 +26,7 @@ fn key(id: &str) -> KeyRow {
         state: dkms_store::STATE_ENABLED.into(),
         description: String::new(),
         deletion_at: None,
+        generation: 0,
         created_at: 1,
     }
 }
