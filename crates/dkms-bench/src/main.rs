@@ -284,6 +284,53 @@ fn keygen_request(parts: &[&str], t: i64) -> KeyGenRequest {
     }
 }
 
+/// A fresh random secp256k1 key as SEC1 PEM.
+fn random_pem() -> Result<String> {
+    loop {
+        if let Ok(sk) = k256::SecretKey::from_slice(&random32()) {
+            let pem = sk
+                .to_sec1_pem(Default::default())
+                .map_err(|e| anyhow!("encoding a PEM: {e}"))?;
+            return Ok(pem.to_string());
+        }
+    }
+}
+
+/// Gateway-side import (`key/import`) of a fresh key, 2-of-3, until FINISHED.
+async fn e2e_import(c: &Client) -> Result<(String, Duration)> {
+    let start = Instant::now();
+    let req = dkms_client::KeyImportRequest {
+        key_params: KeyParams {
+            key_type: "ECDSA_K1".into(),
+            length: None,
+        },
+        service_participants: vec!["node1".into(), "node2".into(), "node3".into()],
+        threshold: 2,
+        total_shares: 3,
+        private_key: random_pem()?,
+        password: None,
+    };
+    let resp = c.import_key(&req).await?;
+    let k = c.wait_key(&resp.key_id, Duration::from_secs(300)).await?;
+    if k.status != "FINISHED" {
+        bail!("import ended {}: {:?}", k.status, k.error_message);
+    }
+    Ok((resp.key_id, start.elapsed()))
+}
+
+/// A refresh of every share of `key_id`, until committed.
+async fn e2e_refresh(c: &Client, key_id: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let t = c.refresh_key(key_id).await?;
+    let task = c
+        .wait_task(&t.instance_id, Duration::from_secs(300))
+        .await?;
+    if task.status != "FINISHED" {
+        bail!("refresh ended {}: {:?}", task.status, task.error_message);
+    }
+    Ok(start.elapsed())
+}
+
 async fn e2e_keygen(c: &Client, parts: &[&str], t: i64) -> Result<(String, Duration)> {
     let start = Instant::now();
     let id = c.generate_key(&keygen_request(parts, t)).await?;
@@ -381,6 +428,13 @@ async fn main() -> Result<()> {
         key23 = id;
     }
     let avg = |v: &[Duration]| v.iter().sum::<Duration>() / v.len().max(1) as u32;
+    let mut imports = Vec::new();
+    let mut refreshes = Vec::new();
+    for _ in 0..args.keygens.max(1) {
+        let (id, d) = e2e_import(c).await?;
+        imports.push(d);
+        refreshes.push(e2e_refresh(c, &id).await?);
+    }
     let window = Duration::from_secs(args.seconds);
     // Warm up connections and caches.
     e2e_sign_load(c, &key23, 4, Duration::from_secs(1)).await?;
@@ -416,6 +470,16 @@ async fn main() -> Result<()> {
     // Both raw runs measure the same two-signer protocol; the larger is the conservative
     // denominator.
     let raw_rate = raw22.sign_throughput.max(raw23.sign_throughput);
+    println!(
+        "| end-to-end import latency, gateway split (mean of {}) | | {} |",
+        imports.len(),
+        ms(avg(&imports))
+    );
+    println!(
+        "| end-to-end refresh latency (mean of {}) | | {} |",
+        refreshes.len(),
+        ms(avg(&refreshes))
+    );
     println!();
     println!(
         "| end-to-end 2-of-3 signing | signatures | p50 | p99 | throughput | e2e / raw throughput ({raw_rate:.1}/s) |"
