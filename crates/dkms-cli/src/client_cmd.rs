@@ -216,6 +216,14 @@ pub enum WaitCmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Wait until a task on a key (a refresh) is FINISHED or FAILED; prints the task
+    Task {
+        /// The task's instance id
+        instance_id: String,
+        /// Seconds to wait
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
 }
 
 /// Runs one client subcommand against the gateway at `args.url`.
@@ -335,17 +343,7 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 if no_wait {
                     return print_json(&started);
                 }
-                let task = client
-                    .wait_task(&started.instance_id, Duration::from_secs(timeout))
-                    .await
-                    .map_err(|e| timeout_hint(e, timeout, "task", &started.instance_id))?;
-                print_json(&task)?;
-                check_finished(
-                    "refresh",
-                    &task.status,
-                    task.error_code.as_deref(),
-                    task.error_message.as_deref(),
-                )
+                wait_task(client, &started.instance_id, timeout).await
             }
             KeyCmd::ScheduleDeletion { key_id, days } => {
                 print_json(&client.schedule_key_deletion(&key_id, Some(days)).await?)
@@ -378,6 +376,10 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 instance_id,
                 timeout,
             } => wait_sign(client, &instance_id, timeout).await,
+            WaitCmd::Task {
+                instance_id,
+                timeout,
+            } => wait_task(client, &instance_id, timeout).await,
         },
     }
 }
@@ -517,6 +519,20 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
     } else {
         print_json(&response)
     }
+}
+
+async fn wait_task(client: &Client, instance_id: &str, timeout_secs: u64) -> Result<()> {
+    let task = client
+        .wait_task(instance_id, Duration::from_secs(timeout_secs))
+        .await
+        .map_err(|e| timeout_hint(e, timeout_secs, "task", instance_id))?;
+    print_json(&task)?;
+    check_finished(
+        "task",
+        &task.status,
+        task.error_code.as_deref(),
+        task.error_message.as_deref(),
+    )
 }
 
 fn keygen_request(args: &KeyGenArgs) -> KeyGenRequest {

@@ -148,10 +148,11 @@ impl Gateway {
             )
             .await
             .map_err(|e| StartError(format!("sweeping unfinished tasks: {e}")))?;
-        if swept.keys + swept.signs > 0 {
+        if swept.keys + swept.signs + swept.tasks > 0 {
             tracing::warn!(
                 keys = swept.keys,
                 signs = swept.signs,
+                tasks = swept.tasks,
                 "ended tasks left unfinished by a previous gateway process as FAILED"
             );
         }

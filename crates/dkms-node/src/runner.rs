@@ -774,9 +774,18 @@ async fn prepare_refresh(
 ) -> Result<(Roster, Box<dyn Session>), Failure> {
     let store = ctx.store.clone();
     let key_id = start.key_id;
-    let current = blocking(move || store.share_generation(&key_id))
-        .await?
-        .map_err(|e| Failure::internal(e.to_string()))?;
+    // The gateway refreshes from its committed generation: promote it first if this node
+    // missed the promotion.
+    let previous = generation
+        .checked_sub(1)
+        .ok_or_else(|| Failure::bad("refresh to generation 0"))?;
+    let current = blocking(move || {
+        ensure_generation(&store, &key_id, previous)?;
+        store
+            .share_generation(&key_id)
+            .map_err(|e| Failure::internal(e.to_string()))
+    })
+    .await??;
     if generation != current + 1 {
         return Err(Failure::bad(format!(
             "refresh to generation {generation} asked, but this node holds generation {current}"

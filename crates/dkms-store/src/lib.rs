@@ -200,6 +200,8 @@ pub struct IdempotentResponse {
 pub struct Swept {
     pub keys: u64,
     pub signs: u64,
+    /// Tasks on existing keys (refreshes).
+    pub tasks: u64,
 }
 
 #[derive(Clone)]
@@ -788,19 +790,21 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        self.q(concat!(
-            "UPDATE key_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
-            open_states!()
-        ))
-        .bind(code.to_owned())
-        .bind(message.to_owned())
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let tasks = self
+            .q(concat!(
+                "UPDATE key_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
+                open_states!()
+            ))
+            .bind(code.to_owned())
+            .bind(message.to_owned())
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         self.q("UPDATE mpc_keys SET refresh_task = NULL WHERE refresh_task IS NOT NULL")
             .execute(&self.pool)
             .await?;
-        Ok(Swept { keys, signs })
+        Ok(Swept { keys, signs, tasks })
     }
 
     // ---- API mpc_keys ----

@@ -142,7 +142,14 @@ async fn sweep_fails_only_open_tasks(s: &Store) {
     s.finish_key("done", "02", None, 2).await.unwrap();
     s.insert_sign(&sign("so", "done")).await.unwrap();
     let swept = s.fail_unfinished("INTERNAL", "restarted", 3).await.unwrap();
-    assert_eq!(swept, Swept { keys: 1, signs: 1 });
+    assert_eq!(
+        swept,
+        Swept {
+            keys: 1,
+            signs: 1,
+            tasks: 0
+        }
+    );
     let open = s.get_key("open").await.unwrap().unwrap();
     assert_eq!(open.status, TaskStatus::Failed);
     assert_eq!(open.error_message.as_deref(), Some("restarted"));
