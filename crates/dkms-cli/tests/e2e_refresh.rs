@@ -84,7 +84,10 @@ async fn a_refresh_renews_every_share_under_the_same_public_key() {
     let t = c.refresh_key(&id).await.unwrap();
     let task = c.wait_task(&t.instance_id, WAIT).await.unwrap();
     assert_eq!(task.status, "FINISHED", "{task:?}");
-    assert_eq!(c.get_key(&id).await.unwrap().generation, after.generation + 1);
+    assert_eq!(
+        c.get_key(&id).await.unwrap().generation,
+        after.generation + 1
+    );
     let d = digest("after two refreshes");
     verify_independently(&key, &d, &c.sign(&id, &hex::encode(d), WAIT).await.unwrap());
 
