@@ -208,3 +208,58 @@ async fn a_node_killed_mid_keygen_fails_the_key_and_leaves_no_share_behind() {
     let again = c.wait_key(&again, WAIT).await.unwrap();
     assert_eq!(again.status, "FINISHED", "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_task_capacity_the_gateway_answers_503_with_retry_after() {
+    let stack = Stack::start_with(BIN, 3, &[("DKMS_MAX_OPEN_TASKS", "1")])
+        .await
+        .expect("stack");
+    let c = stack.client.clone();
+    let first = c
+        .generate_key(&keygen_request(&["node1", "node2", "node3"], 3))
+        .await
+        .unwrap();
+    // While the first generation holds the only slot, more work is refused, not queued.
+    let body = serde_json::to_vec(&keygen_request(&["node1", "node2"], 2)).unwrap();
+    let resp = reqwest_like_post(&stack, "/api/mappic/dkms/key/gen", body).await;
+    assert_eq!(resp.0, 503, "{:?}", resp.2);
+    assert_eq!(resp.2["errorCode"], "OVERLOADED");
+    assert_eq!(resp.1.as_deref(), Some("1"), "Retry-After");
+    assert_eq!(c.wait_key(&first, WAIT).await.unwrap().status, "FINISHED");
+    // The slot is free again once the task ended.
+    let second = c
+        .generate_key(&keygen_request(&["node1", "node2"], 2))
+        .await
+        .unwrap();
+    assert_eq!(c.wait_key(&second, WAIT).await.unwrap().status, "FINISHED");
+}
+
+/// A POST over a plain TCP connection, returning the status, the Retry-After header and
+/// the JSON body (the SDK does not expose headers).
+async fn reqwest_like_post(
+    stack: &Stack,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, Option<String>, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = stack.url.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        stack.token,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let retry = head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("retry-after:"))
+        .map(|l| l.split(':').nth(1).unwrap().trim().to_string());
+    let json = serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null);
+    (status, retry, json)
+}
