@@ -21,6 +21,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+/// How often the gateway pings each node link.
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+
 /// Frames queued towards one node before the relay applies back-pressure.
 const NODE_QUEUE: usize = 1024;
 /// Events buffered per session; a party sends at most a few, so overflow means abuse.
@@ -319,12 +322,18 @@ async fn serve_node(state: AppState, mut socket: WebSocket) -> Result<(), String
     let conn_id = state.hub.attach(&tag, tx);
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if sink
-                .send(Message::Binary(node::encode(&msg).into()))
-                .await
-                .is_err()
-            {
+        // Pings keep idle links alive through proxies and NAT, which drop silent connections.
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
+        loop {
+            let frame = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => Message::Binary(node::encode(&msg).into()),
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Vec::new().into()),
+            };
+            if sink.send(frame).await.is_err() {
                 break;
             }
         }

@@ -112,15 +112,21 @@ pub async fn run(
     join_token: Option<Zeroizing<String>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let mut backoff = Duration::from_millis(100);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     loop {
+        let started = std::time::Instant::now();
         let attempt = connect_and_serve(&ctx, &url, join_token.as_ref(), &mut shutdown).await;
+        // A link that held for a while was healthy: reconnect quickly after it drops.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = FIRST_BACKOFF;
+        }
         match attempt {
             Ok(()) => return Ok(()),
             Err(RunError::Refused(r)) => return Err(RunError::Refused(r)),
             Err(RunError::Store(e)) => return Err(RunError::Store(e)),
             Err(e) => {
-                debug!(error = %e, "gateway link down; reconnecting");
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "gateway link down; reconnecting");
             }
         }
         tokio::select! {
