@@ -46,6 +46,30 @@ fn join(tags: &[NodeTag]) -> String {
         .join(", ")
 }
 
+/// Fails with NODE_UNAVAILABLE, naming them, if any participant is not connected.
+fn require_connected(
+    state: &AppState,
+    participants: &[NodeTag],
+    what: &str,
+) -> Result<(), TaskFailure> {
+    let missing: Vec<NodeTag> = participants
+        .iter()
+        .filter(|t| !state.hub.is_connected(t))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(TaskFailure::new(
+        ErrorCode::NodeUnavailable,
+        format!(
+            "{what} needs all {} participants, but these nodes are not connected: {}",
+            participants.len(),
+            join(&missing)
+        ),
+    ))
+}
+
 fn nonce() -> Result<[u8; 32], TaskFailure> {
     let mut n = [0u8; 32];
     getrandom::fill(&mut n).map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
@@ -168,21 +192,7 @@ async fn run_key_task(
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
         .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "key row vanished"))?;
     let participants = tags(&key.participants)?;
-    let missing: Vec<NodeTag> = participants
-        .iter()
-        .filter(|t| !state.hub.is_connected(t))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(TaskFailure::new(
-            ErrorCode::NodeUnavailable,
-            format!(
-                "the key needs all {} participants, but these nodes are not connected: {}",
-                participants.len(),
-                join(&missing)
-            ),
-        ));
-    }
+    require_connected(state, &participants, "the key")?;
     let peers = peers_of(state, &participants).await?;
     let key_uuid = uuid::Uuid::parse_str(key_id)
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
@@ -368,17 +378,7 @@ async fn delete_shares(state: &AppState, key: &dkms_store::KeyRow) -> Result<(),
         ));
     }
     let participants = tags(&key.participants)?;
-    let missing: Vec<NodeTag> = participants
-        .iter()
-        .filter(|t| !state.hub.is_connected(t))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(TaskFailure::new(
-            ErrorCode::NodeUnavailable,
-            format!("waiting for {} to destroy their shares", join(&missing)),
-        ));
-    }
+    require_connected(state, &participants, "destroying the shares")?;
     let key_uuid = uuid::Uuid::parse_str(&key.key_id)
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
     let outcomes = run_session(
@@ -469,21 +469,7 @@ async fn run_refresh(
         .map_err(internal)?
         .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotFound, "the key no longer exists"))?;
     let participants = tags(&key.participants)?;
-    let missing: Vec<NodeTag> = participants
-        .iter()
-        .filter(|t| !state.hub.is_connected(t))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(TaskFailure::new(
-            ErrorCode::NodeUnavailable,
-            format!(
-                "a refresh needs all {} participants, but these nodes are not connected: {}",
-                participants.len(),
-                join(&missing)
-            ),
-        ));
-    }
+    require_connected(state, &participants, "a refresh")?;
     let key_uuid = uuid::Uuid::parse_str(key_id)
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
     let target = key.generation + 1;
