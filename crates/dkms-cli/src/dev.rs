@@ -66,8 +66,13 @@ impl LocalNodes {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        // The one-time token goes through a 0600 file, not the child's environment, which
+        // other processes of the same user can read.
         if let Some(t) = join_token {
-            cmd.env("DKMS_JOIN_TOKEN", t);
+            let file = dir.join("join.token");
+            auth::write_secret_file(&file, t.as_bytes())
+                .with_context(|| format!("writing the join token of node {tag}"))?;
+            cmd.arg("--join-token-file").arg(file);
         }
         let child = cmd
             .spawn()
