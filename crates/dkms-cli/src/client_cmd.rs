@@ -87,6 +87,12 @@ pub enum PodCmd {
         /// The node's tag
         tag: String,
     },
+    /// Unpin a joined node whose data directory (and identity) is lost, and issue the join
+    /// token it joins again with; then run `key recover` for each of its keys
+    Reset {
+        /// The node's tag
+        tag: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -151,6 +157,23 @@ pub enum KeyCmd {
         no_wait: bool,
         /// Seconds to wait
         #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Rebuild the share a lost node held (from threshold others), on the node joined
+    /// again under its tag or on --new-participant, then refresh every share
+    Recover {
+        key_id: String,
+        /// The member whose share is lost
+        #[arg(long)]
+        lost: String,
+        /// The node that takes its place (default: the lost node, joined again)
+        #[arg(long)]
+        new_participant: Option<String>,
+        /// Print the task at once instead of waiting for it
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait
+        #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
 }
@@ -256,6 +279,10 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 "nodeTag": tag,
                 "joinToken": client.join_token(&tag).await?,
             })),
+            PodCmd::Reset { tag } => print_json(&serde_json::json!({
+                "nodeTag": tag,
+                "joinToken": client.reset_pod(&tag).await?,
+            })),
         },
         ClientCommand::Key { cmd } => match cmd {
             KeyCmd::Gen(gen_args) => {
@@ -340,6 +367,21 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 timeout,
             } => {
                 let started = client.refresh_key(&key_id).await?;
+                if no_wait {
+                    return print_json(&started);
+                }
+                wait_task(client, &started.instance_id, timeout).await
+            }
+            KeyCmd::Recover {
+                key_id,
+                lost,
+                new_participant,
+                no_wait,
+                timeout,
+            } => {
+                let started = client
+                    .recover_key(&key_id, &lost, new_participant.as_deref())
+                    .await?;
                 if no_wait {
                     return print_json(&started);
                 }

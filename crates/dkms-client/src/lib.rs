@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dkms_proto::api::{
-    CreatePodRequest, Envelope, JoinTokenResponse, KeyGenResponse, SignRequest, SignRequestResponse,
+    CreatePodRequest, Envelope, JoinTokenResponse, KeyGenResponse, RecoverKeyRequest, SignRequest,
+    SignRequestResponse,
 };
 use dkms_proto::{ErrorCode, TaskStatus};
 use reqwest::Url;
@@ -273,6 +274,16 @@ impl Client {
         Ok(resp.join_token)
     }
 
+    /// `POST /api/mappic/pod/resetPod`: unpins a node whose identity is lost (its data
+    /// directory is gone) and returns the join token it joins again with.
+    pub async fn reset_pod(&self, node_tag: &str) -> Result<String, ClientError> {
+        let body = CreatePodRequest {
+            node_tag: node_tag.to_owned(),
+        };
+        let resp: JoinTokenResponse = self.post("/api/mappic/pod/resetPod", &body, None).await?;
+        Ok(resp.join_token)
+    }
+
     /// `POST /api/mappic/dkms/key/import`: sends the private key (PEM) to the gateway,
     /// which splits it at once. Prefer [`Client::import_key_shares`], where the gateway
     /// never sees the key.
@@ -352,6 +363,22 @@ impl Client {
             key_id: key_id.to_owned(),
         };
         self.post("/api/mappic/dkms/key/refresh", &body, None).await
+    }
+
+    /// `POST /api/mappic/dkms/key/recover`: rebuilds the share of `lost` on `new_participant`
+    /// (on `lost` itself, joined again, if `None`), then refreshes every share.
+    pub async fn recover_key(
+        &self,
+        key_id: &str,
+        lost: &str,
+        new_participant: Option<&str>,
+    ) -> Result<KeyImportResponse, ClientError> {
+        let body = RecoverKeyRequest {
+            key_id: key_id.to_owned(),
+            lost_participant: lost.to_owned(),
+            new_participant: new_participant.map(str::to_owned),
+        };
+        self.post("/api/mappic/dkms/key/recover", &body, None).await
     }
 
     /// `GET /api/mappic/dkms/task/get`, long-polling until the task ends or `timeout`.

@@ -16,7 +16,8 @@ use dkms_proto::api::TaskInfo;
 use dkms_proto::api::{
     CreatePodRequest, Envelope, Health, JoinTokenResponse, KeyGenRequest, KeyGenResponse,
     KeyIdRequest, KeyImportRequest, KeyImportResponse, KeyImportSharesRequest, KeyInfo, KeyList,
-    KeyUpdateRequest, PodInfo, ScheduleDeletionRequest, SignInfo, SignRequest, SignRequestResponse,
+    KeyUpdateRequest, PodInfo, RecoverKeyRequest, ScheduleDeletionRequest, SignInfo, SignRequest,
+    SignRequestResponse,
 };
 use dkms_proto::{Digest32, ErrorCode, KeyId, KeyType, NodeTag, TaskStatus};
 use serde::Deserialize;
@@ -97,6 +98,7 @@ fn routes() -> Vec<Route> {
         route(Post, "/api/mappic/pod/createPod", Bearer, create_pod),
         route(Post, "/api/mappic/pod/joinToken", Bearer, join_token),
         route(Get, "/api/mappic/pod/list", Bearer, list_pods),
+        route(Post, "/api/mappic/pod/resetPod", Bearer, reset_pod),
         route(Post, "/api/mappic/dkms/key/gen", Bearer, key_gen),
         route(Get, "/api/mappic/dkms/key/get", Bearer, key_get),
         route(Post, "/api/mappic/dkms/key/import", Bearer, key_import),
@@ -117,6 +119,7 @@ fn routes() -> Vec<Route> {
             key_cancel_deletion,
         ),
         route(Post, "/api/mappic/dkms/key/refresh", Bearer, key_refresh),
+        route(Post, "/api/mappic/dkms/key/recover", Bearer, key_recover),
         route(Get, "/api/mappic/dkms/task/get", Bearer, task_get),
         with_body_limit(
             route(
@@ -400,6 +403,43 @@ async fn join_token(
             ),
         });
     }
+    Ok(ok(JoinTokenResponse {
+        node_tag: tag.to_string(),
+        join_token: token.to_string(),
+    }))
+}
+
+/// Unpins a node's identity and issues a new join token: how a node whose data directory
+/// is gone (new identity keys) is let back in under its tag, before `key/recover` rebuilds
+/// its shares. The old identity is disconnected and can no longer connect.
+async fn reset_pod(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreatePodRequest>,
+) -> ApiResult<Json<Envelope<JoinTokenResponse>>> {
+    let tag: NodeTag = req
+        .node_tag
+        .parse()
+        .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("nodeTag: {e}")))?;
+    let token = auth::new_token()?;
+    let done = state
+        .store
+        .reset_node(
+            tag.as_str(),
+            &auth::hash_token(&token),
+            state.clock.now_ms(),
+        )
+        .await?;
+    if !done {
+        return Err(match state.store.get_node(tag.as_str()).await? {
+            None => ApiError::new(ErrorCode::NodeNotFound, format!("unknown node tag {tag}")),
+            Some(_) => ApiError::new(
+                ErrorCode::Conflict,
+                format!("node {tag} has not joined yet; use joinToken for a new token"),
+            ),
+        });
+    }
+    state.hub.evict(&tag);
+    tracing::warn!(node = %tag, "node identity unpinned; it may join again with a new join token");
     Ok(ok(JoinTokenResponse {
         node_tag: tag.to_string(),
         join_token: token.to_string(),
@@ -996,43 +1036,128 @@ async fn key_refresh(
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyRefresh", &req, || async {
         let key = existing_key(&state, &req.key_id).await?;
-        if key.status != TaskStatus::Finished {
-            return Err(ApiError::new(
-                ErrorCode::KeyNotReady,
-                format!("key {} is {}; only a FINISHED key can be refreshed", key.key_id, key.status),
-            ));
-        }
-        if ![dkms_store::STATE_ENABLED, dkms_store::STATE_DISABLED].contains(&key.state.as_str()) {
-            return Err(ApiError::new(
-                ErrorCode::KeyDisabled,
-                format!("key {} is {}; it cannot be refreshed", key.key_id, key.state),
-            ));
-        }
-        let permit = admit_task(&state)?;
-        let instance_id = uuid::Uuid::new_v4().to_string();
-        let claimed = state
-            .store
-            .begin_refresh(
-                &dkms_store::KeyTaskRow {
-                    instance_id: instance_id.clone(),
-                    key_id: key.key_id.clone(),
-                    kind: "REFRESH".into(),
-                    status: TaskStatus::Init,
-                    error_code: None,
-                    error_message: None,
-                    created_at: state.clock.now_ms(),
-                },
-                state.clock.now_ms(),
-            )
-            .await?;
-        if !claimed {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("a refresh of key {} is already running", key.key_id),
-            ));
-        }
+        let (instance_id, permit) = begin_maintenance(&state, &key, "REFRESH", "refreshed").await?;
         tracing::info!(key_id = %key.key_id, instance_id = %instance_id, principal = %principal.id, "refresh requested");
-        orchestrator::spawn_refresh(state.clone(), instance_id.clone(), key.key_id.clone(), permit);
+        orchestrator::spawn_maintenance(
+            state.clone(),
+            instance_id.clone(),
+            key.key_id.clone(),
+            None,
+            permit,
+        );
+        to_value(KeyImportResponse {
+            instance_id,
+            key_id: key.key_id,
+        })
+    })
+    .await
+}
+
+/// Checks that `key` can be refreshed or recovered and claims it for a task of `kind`:
+/// one such task per key at a time.
+async fn begin_maintenance(
+    state: &AppState,
+    key: &dkms_store::KeyRow,
+    kind: &str,
+    verb: &str,
+) -> ApiResult<(String, tokio::sync::OwnedSemaphorePermit)> {
+    if key.status != TaskStatus::Finished {
+        return Err(ApiError::new(
+            ErrorCode::KeyNotReady,
+            format!(
+                "key {} is {}; only a FINISHED key can be {verb}",
+                key.key_id, key.status
+            ),
+        ));
+    }
+    if ![dkms_store::STATE_ENABLED, dkms_store::STATE_DISABLED].contains(&key.state.as_str()) {
+        return Err(ApiError::new(
+            ErrorCode::KeyDisabled,
+            format!("key {} is {}; it cannot be {verb}", key.key_id, key.state),
+        ));
+    }
+    let permit = admit_task(state)?;
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let claimed = state
+        .store
+        .begin_refresh(
+            &dkms_store::KeyTaskRow {
+                instance_id: instance_id.clone(),
+                key_id: key.key_id.clone(),
+                kind: kind.into(),
+                status: TaskStatus::Init,
+                error_code: None,
+                error_message: None,
+                created_at: state.clock.now_ms(),
+            },
+            state.clock.now_ms(),
+        )
+        .await?;
+    if !claimed {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "a refresh or recovery of key {} is already running",
+                key.key_id
+            ),
+        ));
+    }
+    Ok((instance_id, permit))
+}
+
+async fn key_recover(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<RecoverKeyRequest>,
+) -> Response {
+    idempotent(&state, &principal, &headers, "keyRecover", &req, || async {
+        let key = existing_key(&state, &req.key_id).await?;
+        let lost: NodeTag = req.lost_participant.parse().map_err(|e: dkms_proto::ParseError| {
+            ApiError::invalid(format!("lostParticipant: {e}"))
+        })?;
+        let newcomer: NodeTag = match &req.new_participant {
+            None => lost.clone(),
+            Some(t) => t.parse().map_err(|e: dkms_proto::ParseError| {
+                ApiError::invalid(format!("newParticipant: {e}"))
+            })?,
+        };
+        if !key.participants.iter().any(|p| *p == lost.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "lostParticipant: {lost} is not a participant of key {}",
+                key.key_id
+            )));
+        }
+        if newcomer != lost && key.participants.iter().any(|p| *p == newcomer.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "newParticipant: {newcomer} already holds a share of key {}",
+                key.key_id
+            )));
+        }
+        match state.store.get_node(newcomer.as_str()).await? {
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::NodeNotFound,
+                    format!("newParticipant: unknown node tag {newcomer}"),
+                ));
+            }
+            Some(n) if n.status != dkms_store::NODE_ACTIVE => {
+                return Err(ApiError::new(
+                    ErrorCode::NodeUnavailable,
+                    format!("node {newcomer} has not joined yet"),
+                ));
+            }
+            Some(_) => {}
+        }
+        let (instance_id, permit) = begin_maintenance(&state, &key, "RECOVER", "recovered").await?;
+        tracing::info!(key_id = %key.key_id, instance_id = %instance_id, %lost, %newcomer, principal = %principal.id, "recovery requested");
+        orchestrator::spawn_maintenance(
+            state.clone(),
+            instance_id.clone(),
+            key.key_id.clone(),
+            Some((lost, newcomer)),
+            permit,
+        );
         to_value(KeyImportResponse {
             instance_id,
             key_id: key.key_id,

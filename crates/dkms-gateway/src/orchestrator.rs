@@ -4,7 +4,7 @@
 
 use crate::AppState;
 use crate::relay::SessionEvent;
-use dkms_proto::node::{FailureKind, Operation, Outcome, Peer, Scheme, SessionStart};
+use dkms_proto::node::{FailureKind, Operation, Outcome, Peer, Replacement, Scheme, SessionStart};
 use dkms_proto::{ErrorCode, NodeTag};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -243,7 +243,10 @@ async fn run_key_task(
     for (tag, outcome) in outcomes {
         match outcome {
             Outcome::KeyGenerated { public_key } => keys.entry(public_key).or_default().push(tag),
-            Outcome::Signed { .. } | Outcome::Deleted | Outcome::Promoted { .. } => {
+            Outcome::Signed { .. }
+            | Outcome::Deleted
+            | Outcome::Promoted { .. }
+            | Outcome::Repaired => {
                 return Err(TaskFailure::new(
                     ErrorCode::ProtocolFailed,
                     format!("node {tag} answered a key task with something else"),
@@ -409,32 +412,39 @@ async fn delete_shares(state: &AppState, key: &dkms_store::KeyRow) -> Result<(),
     Ok(())
 }
 
-/// Spawns the refresh task `instance_id` of `key_id` in the background.
-pub fn spawn_refresh(
+/// Spawns a refresh (or, with `recovery` = (lost member, its replacement), a recovery)
+/// task `instance_id` of `key_id` in the background.
+pub fn spawn_maintenance(
     state: AppState,
     instance_id: String,
     key_id: String,
+    recovery: Option<(NodeTag, NodeTag)>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let span = info_span!("refresh", instance_id = %instance_id, key_id = %key_id);
+    let span = match &recovery {
+        None => info_span!("refresh", instance_id = %instance_id, key_id = %key_id),
+        Some((lost, newcomer)) => {
+            info_span!("recover", instance_id = %instance_id, key_id = %key_id, %lost, %newcomer)
+        }
+    };
     tokio::spawn(
         async move {
             let _permit = permit;
-            let result = run_refresh(&state, &instance_id, &key_id).await;
+            let result = run_maintenance(&state, &instance_id, &key_id, recovery).await;
             let failure = result
                 .as_ref()
                 .err()
                 .map(|f| (f.code.as_str(), f.message.as_str()));
             match &result {
-                Ok(generation) => info!(generation, "refresh committed"),
-                Err(f) => warn!(code = %f.code, error = %f.message, "refresh failed"),
+                Ok(generation) => info!(generation, "new share generation committed"),
+                Err(f) => warn!(code = %f.code, error = %f.message, "refresh or recovery failed"),
             }
             if let Err(e) = state
                 .store
                 .end_key_task(&instance_id, failure, state.clock.now_ms())
                 .await
             {
-                warn!(error = %e, "could not record the end of the refresh");
+                warn!(error = %e, "could not record the end of the task");
             }
             state.waiters.wake(&instance_id);
         }
@@ -442,13 +452,17 @@ pub fn spawn_refresh(
     );
 }
 
-/// Runs the refresh protocol on every participant, then commits the new generation. Until
-/// the commit every node keeps signing with its current share, so a refresh that fails at
-/// any point (a node down, a crash) leaves the key exactly as it was.
-async fn run_refresh(
+/// A refresh, or a recovery: a repair of the lost member's share onto its replacement,
+/// then a refresh of every share with the replacement in the lost member's place. The new
+/// generation is committed only when every member reports the key's public key; until
+/// then every node keeps signing with its current share, so a task that fails at any point
+/// (a node down, a crash) leaves the key usable as it was. A failed recovery can be run
+/// again: the recipient's unusable share is replaced by the next repair.
+async fn run_maintenance(
     state: &AppState,
     instance_id: &str,
     key_id: &str,
+    recovery: Option<(NodeTag, NodeTag)>,
 ) -> Result<u32, TaskFailure> {
     let internal = |e: dkms_store::StoreError| TaskFailure::new(ErrorCode::Internal, e.to_string());
     let _running = state
@@ -469,23 +483,45 @@ async fn run_refresh(
         .map_err(internal)?
         .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotFound, "the key no longer exists"))?;
     let participants = tags(&key.participants)?;
-    require_connected(state, &participants, "a refresh")?;
     let key_uuid = uuid::Uuid::parse_str(key_id)
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
-    let target = key.generation + 1;
-    let outcomes = run_session(
-        state,
-        key_uuid,
-        Operation::Refresh { generation: target },
-        &participants,
-        state.config.keygen_timeout,
-    )
-    .await?;
     let expected = key
         .public_key
         .as_deref()
         .and_then(|h| hex::decode(h).ok())
         .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "the key has no public key"))?;
+
+    let (members, replacement) = match recovery {
+        None => {
+            require_connected(state, &participants, "a refresh")?;
+            (participants, None)
+        }
+        Some((lost, newcomer)) => {
+            let (members, replacement) = repair(
+                state,
+                &key,
+                key_uuid,
+                &participants,
+                &expected,
+                lost,
+                newcomer,
+            )
+            .await?;
+            (members, Some(replacement))
+        }
+    };
+    let target = key.generation + 1;
+    let outcomes = run_session(
+        state,
+        key_uuid,
+        Operation::Refresh {
+            generation: target,
+            replacement: replacement.clone(),
+        },
+        &members,
+        state.config.keygen_timeout,
+    )
+    .await?;
     for (tag, outcome) in &outcomes {
         match outcome {
             Outcome::KeyGenerated { public_key } if *public_key == expected => {}
@@ -500,15 +536,23 @@ async fn run_refresh(
             }
         }
     }
+    let new_members: Option<Vec<String>> = replacement
+        .as_ref()
+        .map(|_| members.iter().map(|t| t.to_string()).collect());
     if !state
         .store
-        .commit_generation(key_id, key.generation, state.clock.now_ms())
+        .commit_generation(
+            key_id,
+            key.generation,
+            new_members.as_deref(),
+            state.clock.now_ms(),
+        )
         .await
         .map_err(internal)?
     {
         return Err(TaskFailure::new(
             ErrorCode::Conflict,
-            "the key's generation changed during the refresh",
+            "the key's generation changed during the task",
         ));
     }
     // Best effort: a node that misses this promotes its staged share at its next signing.
@@ -516,7 +560,7 @@ async fn run_refresh(
         state,
         key_uuid,
         Operation::Promote { generation: target },
-        &participants,
+        &members,
         state.config.sign_timeout,
     )
     .await
@@ -524,6 +568,75 @@ async fn run_refresh(
         warn!(error = %f.message, "some nodes will promote the new shares at their next signing");
     }
     Ok(target)
+}
+
+/// The repair half of a recovery: `threshold` connected members rebuild `lost`'s share on
+/// `newcomer`. Returns the members after the recovery and the replacement, for the refresh
+/// that must follow (all of them must be connected for it, so that is checked first).
+async fn repair(
+    state: &AppState,
+    key: &dkms_store::KeyRow,
+    key_uuid: uuid::Uuid,
+    participants: &[NodeTag],
+    public_key: &[u8],
+    lost: NodeTag,
+    newcomer: NodeTag,
+) -> Result<(Vec<NodeTag>, Replacement), TaskFailure> {
+    let members: Vec<NodeTag> = participants
+        .iter()
+        .map(|p| {
+            if *p == lost {
+                newcomer.clone()
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    if members == participants && lost != newcomer {
+        return Err(TaskFailure::new(
+            ErrorCode::InvalidParameter,
+            format!("{lost} is not a member of the key"),
+        ));
+    }
+    require_connected(state, &members, "a recovery")?;
+    let peers = peers_of(state, &members).await?;
+    let member = peers
+        .iter()
+        .find(|p| p.tag == newcomer)
+        .cloned()
+        .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "the replacement vanished"))?;
+    let helpers: Vec<NodeTag> = participants
+        .iter()
+        .filter(|p| **p != lost)
+        .take(usize::from(key.threshold))
+        .cloned()
+        .collect();
+    let replacement = Replacement { lost, member };
+    let mut parties = helpers.clone();
+    parties.push(newcomer);
+    let outcomes = run_session(
+        state,
+        key_uuid,
+        Operation::Repair {
+            generation: key.generation,
+            threshold: key.threshold,
+            public_key: public_key.to_vec(),
+            participants: peers,
+            replacement: replacement.clone(),
+            helpers,
+        },
+        &parties,
+        state.config.keygen_timeout,
+    )
+    .await?;
+    if let Some((tag, _)) = outcomes.iter().find(|(_, o)| *o != Outcome::Repaired) {
+        return Err(TaskFailure::new(
+            ErrorCode::ProtocolFailed,
+            format!("node {tag} did not confirm the repair"),
+        ));
+    }
+    info!("repair done; refreshing every share");
+    Ok((members, replacement))
 }
 
 /// Spawns the signing task `instance_id` in the background.

@@ -47,7 +47,15 @@ struct SessionEntry {
     events: mpsc::Sender<SessionEvent>,
     /// Messages relayed from each party, to name the ones that fell silent.
     sent: HashMap<NodeTag, u32>,
+    /// Parties whose start frame is queued. A fast party's first message can reach the
+    /// relay before a slower party's start has been sent; the node would drop a message
+    /// for a session it does not know, so such messages wait here until the start is out.
+    started: HashSet<NodeTag>,
+    held: Vec<(NodeTag, ToNode)>,
 }
+
+/// Messages held for one session before the relay treats the sender as abusive.
+const HELD_PER_SESSION: usize = 1024;
 
 /// Live node connections and running sessions.
 #[derive(Default)]
@@ -101,6 +109,8 @@ impl Hub {
                     participants: participants.iter().cloned().collect(),
                     events: tx,
                     sent: HashMap::new(),
+                    started: HashSet::new(),
+                    held: Vec::new(),
                 },
             );
         }
@@ -144,8 +154,34 @@ impl Hub {
         }
     }
 
+    /// Sends a session's start to one party, then whatever its peers sent it meanwhile.
+    /// The node's session buffers messages of any round, so held messages may arrive after
+    /// later ones without harm.
     pub async fn start(&self, tag: &NodeTag, start: SessionStart) -> bool {
-        self.send_to(tag, ToNode::Start(start)).await
+        let session = start.session;
+        if !self.send_to(tag, ToNode::Start(start)).await {
+            return false;
+        }
+        let held: Vec<ToNode> = match self.sessions.lock() {
+            Ok(mut s) => match s.get_mut(&session) {
+                Some(e) => {
+                    e.started.insert(tag.clone());
+                    let (mine, rest) = std::mem::take(&mut e.held)
+                        .into_iter()
+                        .partition(|(to, _)| to == tag);
+                    e.held = rest;
+                    mine.into_iter().map(|(_, m)| m).collect()
+                }
+                None => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
+        for msg in held {
+            if !self.send_to(tag, msg).await {
+                return false;
+            }
+        }
+        true
     }
 
     fn session_event(&self, session: SessionRef, from: &NodeTag, ev: SessionEvent) {
@@ -166,7 +202,13 @@ impl Hub {
         round: u8,
         payload: Vec<u8>,
     ) {
-        let allowed = match self.sessions.lock() {
+        let msg = ToNode::Deliver {
+            session,
+            from: from.clone(),
+            round,
+            payload,
+        };
+        let msg = match self.sessions.lock() {
             Ok(mut s) => match s.get_mut(&session) {
                 Some(e)
                     if e.participants.contains(from)
@@ -174,21 +216,26 @@ impl Hub {
                         && *from != to =>
                 {
                     *e.sent.entry(from.clone()).or_default() += 1;
-                    true
+                    if e.started.contains(&to) {
+                        Some(msg)
+                    } else {
+                        if e.held.len() < HELD_PER_SESSION {
+                            e.held.push((to.clone(), msg));
+                        } else {
+                            warn!(session, %from, "too many messages before the session started; dropping");
+                        }
+                        None
+                    }
                 }
-                _ => false,
+                _ => {
+                    debug!(session, %from, %to, "dropping message outside its session");
+                    None
+                }
             },
-            Err(_) => false,
+            Err(_) => None,
         };
-        if !allowed {
-            debug!(session, %from, %to, "dropping message outside its session");
+        let Some(msg) = msg else {
             return;
-        }
-        let msg = ToNode::Deliver {
-            session,
-            from: from.clone(),
-            round,
-            payload,
         };
         if !self.send_to(&to, msg).await {
             debug!(session, %to, "recipient not connected");
@@ -203,6 +250,18 @@ impl Hub {
             info!(node = %tag, "node reconnected; the previous connection is replaced");
         }
         conn_id
+    }
+
+    /// Drops a node's connection (its identity was unpinned); its sessions hear of it.
+    pub fn evict(&self, tag: &NodeTag) {
+        let conn_id = self
+            .nodes
+            .lock()
+            .ok()
+            .and_then(|n| n.get(tag).map(|c| c.conn_id));
+        if let Some(id) = conn_id {
+            self.detach(tag, id);
+        }
     }
 
     fn detach(&self, tag: &NodeTag, conn_id: u64) {
@@ -436,4 +495,68 @@ fn verify_ed25519(public: &[u8; 32], msg: &[u8], sig: &[u8]) -> bool {
         return false;
     };
     vk.verify_strict(msg, &sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dkms_proto::node::{Operation, Scheme};
+
+    fn tag(s: &str) -> NodeTag {
+        NodeTag::try_from(s.to_owned()).unwrap()
+    }
+
+    fn start(session: SessionRef) -> SessionStart {
+        SessionStart {
+            session,
+            key_id: uuid::Uuid::nil(),
+            scheme: Scheme::Dkls23Secp256k1,
+            operation: Operation::Refresh {
+                generation: 1,
+                replacement: None,
+            },
+            nonce: [0; 32],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_to_a_party_not_yet_started_follows_its_start() {
+        let hub = Hub::default();
+        let (a, b) = (tag("a"), tag("b"));
+        let (tx_a, mut rx_a) = mpsc::channel(16);
+        let (tx_b, mut rx_b) = mpsc::channel(16);
+        hub.attach(&a, tx_a);
+        hub.attach(&b, tx_b);
+        let h = hub.open_session(&[a.clone(), b.clone()]);
+        let session = h.session;
+
+        assert!(hub.start(&a, start(session)).await);
+        // a answers before b has been started.
+        hub.relay(session, &a, b.clone(), 1, vec![7]).await;
+        assert!(rx_b.try_recv().is_err(), "held until b's start is out");
+        assert!(hub.start(&b, start(session)).await);
+        assert!(matches!(rx_b.try_recv(), Ok(ToNode::Start(s)) if s.session == session));
+        assert!(matches!(
+            rx_b.try_recv(),
+            Ok(ToNode::Deliver { round: 1, ref payload, .. }) if *payload == vec![7]
+        ));
+        // Once both are started, messages go straight through.
+        hub.relay(session, &b, a.clone(), 1, vec![8]).await;
+        assert!(matches!(rx_a.try_recv(), Ok(ToNode::Start(_))));
+        assert!(matches!(rx_a.try_recv(), Ok(ToNode::Deliver { from, .. }) if from == b));
+        assert_eq!(hub.laggards(session), Vec::<NodeTag>::new());
+    }
+
+    #[tokio::test]
+    async fn messages_outside_the_session_are_dropped() {
+        let hub = Hub::default();
+        let (a, b, c) = (tag("a"), tag("b"), tag("c"));
+        let (tx_c, mut rx_c) = mpsc::channel(16);
+        hub.attach(&c, tx_c);
+        let h = hub.open_session(&[a.clone(), b.clone()]);
+        hub.relay(h.session, &a, c.clone(), 1, vec![1]).await;
+        hub.relay(h.session, &c, a.clone(), 1, vec![1]).await;
+        assert!(rx_c.try_recv().is_err());
+        assert_eq!(hub.laggards(h.session), Vec::<NodeTag>::new());
+    }
 }

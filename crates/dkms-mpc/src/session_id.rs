@@ -24,17 +24,23 @@ pub enum SessionKind<'a> {
         signers: &'a [NodeTag],
         digest: &'a [u8; 32],
     },
-    /// A complete refresh of every party's share of the key with this public key.
+    /// A complete refresh of every party's share of the key with this public key. The
+    /// members and their keys are the ones the new shares will carry: after a repair, a
+    /// replaced member's new tag or key takes the lost one's place.
     Refresh {
         threshold: u8,
         participants: &'a [NodeTag],
+        encryption_keys: &'a [[u8; 32]],
         public_key: &'a [u8; 33],
     },
-    /// Rebuilding the share of `lost` from the shares of `helpers` (exactly `threshold`
-    /// parties, in ascending party order, without `lost`).
+    /// Rebuilding the share of the member `lost` from the shares of `helpers` (exactly
+    /// `threshold` parties, in ascending party order, without `lost`). `participants` and
+    /// `encryption_keys` are the members after the repair: the recipient (a wiped node with
+    /// a new identity, or another node) in `lost`'s position.
     Repair {
         threshold: u8,
         participants: &'a [NodeTag],
+        encryption_keys: &'a [[u8; 32]],
         public_key: &'a [u8; 33],
         lost: &'a NodeTag,
         helpers: &'a [NodeTag],
@@ -62,10 +68,7 @@ pub fn session_id(
             h.field(scheme_tag(scheme));
             h.field(&[*threshold]);
             h.tags(participants);
-            h.0.update((encryption_keys.len() as u32).to_be_bytes());
-            for k in encryption_keys.iter() {
-                h.field(k);
-            }
+            h.keys(encryption_keys);
         }
         SessionKind::Sign {
             threshold,
@@ -84,6 +87,7 @@ pub fn session_id(
         SessionKind::Refresh {
             threshold,
             participants,
+            encryption_keys,
             public_key,
         } => {
             h.field(b"refresh");
@@ -91,11 +95,13 @@ pub fn session_id(
             h.field(scheme_tag(scheme));
             h.field(&[*threshold]);
             h.tags(participants);
+            h.keys(encryption_keys);
             h.field(public_key.as_slice());
         }
         SessionKind::Repair {
             threshold,
             participants,
+            encryption_keys,
             public_key,
             lost,
             helpers,
@@ -105,6 +111,7 @@ pub fn session_id(
             h.field(scheme_tag(scheme));
             h.field(&[*threshold]);
             h.tags(participants);
+            h.keys(encryption_keys);
             h.field(public_key.as_slice());
             h.field(lost.as_str().as_bytes());
             h.tags(helpers);
@@ -124,6 +131,13 @@ fn scheme_tag(scheme: Scheme) -> &'static [u8] {
 struct Hasher(Sha256);
 
 impl Hasher {
+    fn keys(&mut self, keys: &[[u8; 32]]) {
+        self.0.update((keys.len() as u32).to_be_bytes());
+        for k in keys {
+            self.field(k);
+        }
+    }
+
     fn field(&mut self, bytes: &[u8]) {
         self.0.update((bytes.len() as u32).to_be_bytes());
         self.0.update(bytes);
@@ -197,6 +211,7 @@ mod tests {
                 &SessionKind::Refresh {
                     threshold: t,
                     participants: parts,
+                    encryption_keys: &keys[..parts.len()],
                     public_key,
                 },
                 &nonce,
@@ -209,6 +224,7 @@ mod tests {
                 &SessionKind::Repair {
                     threshold: 2,
                     participants: parts,
+                    encryption_keys: &keys[..parts.len()],
                     public_key,
                     lost: &lost.parse().unwrap(),
                     helpers,
@@ -269,7 +285,32 @@ mod tests {
                 &SessionKind::Refresh {
                     threshold: 2,
                     participants: &p,
+                    encryption_keys: &keys,
                     public_key: &pk,
+                },
+                &nonce,
+            ),
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Refresh {
+                    threshold: 2,
+                    participants: &p,
+                    encryption_keys: &other_keys,
+                    public_key: &pk,
+                },
+                &nonce,
+            ),
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Repair {
+                    threshold: 2,
+                    participants: &p,
+                    encryption_keys: &other_keys,
+                    public_key: &pk,
+                    lost: &p[2],
+                    helpers: &h_ab,
                 },
                 &nonce,
             ),

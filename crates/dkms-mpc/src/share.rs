@@ -159,6 +159,26 @@ impl KeyShare {
     /// (zero-share seeds, OT/multiplication setup) that signing needs. Such a share is
     /// only good for [`crate::refresh`], which every party of the key runs and which gives
     /// this party a complete share. It cannot sign or help another repair until then.
+    /// Puts `member` in the place of party `index` (a replaced node, after a repair). The
+    /// share itself is unchanged; the refresh that must follow carries the new member list.
+    pub fn replace_participant(
+        &mut self,
+        index: PartyIndex,
+        member: ShareParticipant,
+    ) -> Result<(), MpcError> {
+        let mut next = self.participants.clone();
+        let slot = usize::from(index)
+            .checked_sub(1)
+            .and_then(|i| next.get_mut(i))
+            .ok_or_else(|| {
+                MpcError::BadParameters(format!("party {index} is not a member of this key"))
+            })?;
+        *slot = member;
+        check_parameters(self.threshold, &next).map_err(MpcError::BadParameters)?;
+        self.participants = next;
+        Ok(())
+    }
+
     pub fn needs_refresh(&self) -> bool {
         is_hollow(&self.party)
     }

@@ -35,6 +35,7 @@ fn repair_id(share: &KeyShare, lost: PartyIndex, helpers: &[PartyIndex]) -> [u8;
         &SessionKind::Repair {
             threshold: share.threshold(),
             participants: &all,
+            encryption_keys: &keys_of(share.participants()),
             public_key: &share.public_key(),
             lost: &all[usize::from(lost) - 1],
             helpers: &helper_tags,

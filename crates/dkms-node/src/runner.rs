@@ -346,12 +346,25 @@ impl Failure {
     }
 }
 
+/// Where a share that a session produces goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    /// A new key: stored once.
+    Store,
+    /// A refresh: staged as this generation until the gateway commits it.
+    Stage(u32),
+    /// A repair's hollow share: live at this generation, replacing only another hollow one.
+    Repaired(u32),
+}
+
 /// The parties of a running session, by index.
 struct Roster {
     store: Arc<NodeStore>,
     fault: Fault,
-    /// For a refresh: the generation its new share is staged as.
-    staged_generation: Option<u32>,
+    /// What becomes of a share the session produces.
+    disposition: Disposition,
+    /// For a repair helper: (generation, lost member), recorded before its term goes out.
+    repair_help: Option<(u32, NodeTag)>,
     me: PartyIndex,
     session_id: [u8; 32],
     peers: HashMap<PartyIndex, ShareParticipant>,
@@ -442,7 +455,28 @@ async fn drive_session(
             digest,
             generation,
         } => prepare_sign(ctx, &start, signers, digest, *generation).await?,
-        Operation::Refresh { generation } => prepare_refresh(ctx, &start, *generation).await?,
+        Operation::Refresh {
+            generation,
+            replacement,
+        } => prepare_refresh(ctx, &start, *generation, replacement.as_ref()).await?,
+        Operation::Repair {
+            generation,
+            threshold,
+            public_key,
+            participants,
+            replacement,
+            helpers,
+        } => {
+            let params = RepairParams {
+                generation: *generation,
+                threshold: *threshold,
+                public_key,
+                participants,
+                replacement,
+                helpers,
+            };
+            prepare_repair(ctx, &start, &params).await?
+        }
         Operation::Promote { generation } => {
             let store = ctx.store.clone();
             let generation = *generation;
@@ -528,9 +562,12 @@ async fn drive_session(
             Ok(Progress::Done { output, outgoing }) => {
                 // Our last round may complete together with the session: peers still need it.
                 send_all(ctx, &roster, &start, outgoing, out).await?;
-                return match (roster.staged_generation, output) {
-                    (Some(generation), SessionOutput::Key(share)) => {
+                return match (roster.disposition, output) {
+                    (Disposition::Stage(generation), SessionOutput::Key(share)) => {
                         stage(ctx, key_id, generation, share).await
+                    }
+                    (Disposition::Repaired(generation), SessionOutput::Key(share)) => {
+                        store_repaired(ctx, key_id, generation, share).await
                     }
                     (_, output) => finish(ctx, key_id, output).await,
                 };
@@ -563,6 +600,21 @@ async fn send_all(
 ) -> Result<(), Failure> {
     if msgs.is_empty() {
         return Ok(());
+    }
+    if let Some((generation, lost)) = &roster.repair_help {
+        // Recorded only now, when the term is about to leave: a repair refused before any
+        // term went out does not block the repair of another member.
+        let (store, key_id, generation, lost) =
+            (ctx.store.clone(), start.key_id, *generation, lost.clone());
+        let allowed =
+            blocking(move || store.record_repair_help(&key_id, generation, lost.as_str()))
+                .await?
+                .map_err(|e| Failure::internal(e.to_string()))?;
+        if !allowed {
+            return Err(Failure::bad(
+                "this node already helped repair another member of this key at this share generation; refresh the key first",
+            ));
+        }
     }
     let ctx2 = ctx.clone();
     let roster2 = roster.clone();
@@ -711,7 +763,8 @@ async fn prepare_keygen(
     let roster = Roster {
         store: ctx.store.clone(),
         fault: Fault::None,
-        staged_generation: None,
+        disposition: Disposition::Store,
+        repair_help: None,
         me: my_index,
         session_id,
         peers: share_participants
@@ -777,6 +830,7 @@ async fn prepare_refresh(
     ctx: &Arc<NodeContext>,
     start: &SessionStart,
     generation: u32,
+    replacement: Option<&node::Replacement>,
 ) -> Result<(Roster, Box<dyn Session>), Failure> {
     let store = ctx.store.clone();
     let key_id = start.key_id;
@@ -797,8 +851,20 @@ async fn prepare_refresh(
             "refresh to generation {generation} asked, but this node holds generation {current}"
         )));
     }
-    let share = load_share(ctx, key_id).await?;
+    let mut share = load_share(ctx, key_id).await?;
+    if let Some(r) = replacement {
+        adopt_replacement(ctx, &mut share, r).await?;
+    } else if share.needs_refresh() {
+        return Err(Failure::bad(
+            "this node's share was rebuilt by a repair; only the recovery that made it can refresh it",
+        ));
+    }
     let participants: Vec<NodeTag> = share.participants().iter().map(|p| p.tag.clone()).collect();
+    let encryption_keys: Vec<[u8; 32]> = share
+        .participants()
+        .iter()
+        .map(|p| p.encryption_key)
+        .collect();
     refuse_banned(
         &ctx.store,
         &participants
@@ -814,6 +880,7 @@ async fn prepare_refresh(
         &SessionKind::Refresh {
             threshold: share.threshold(),
             participants: &participants,
+            encryption_keys: &encryption_keys,
             public_key: &public_key,
         },
         &start.nonce,
@@ -829,11 +896,218 @@ async fn prepare_refresh(
             .enumerate()
             .map(|(i, p)| ((i + 1) as PartyIndex, p.clone()))
             .collect(),
-        staged_generation: Some(generation),
+        disposition: Disposition::Stage(generation),
+        repair_help: None,
     };
     let session = dkms_mpc::refresh(share, dkms_mpc::RefreshConfig { session_id })
         .map_err(|e| Failure::bad(e.to_string()))?;
     Ok((roster, session))
+}
+
+/// Puts a recovery's replacement in the lost member's place in `share` (the recipient's
+/// repaired share has it already) and pins its key, so that later keys with it work.
+async fn adopt_replacement(
+    ctx: &Arc<NodeContext>,
+    share: &mut KeyShare,
+    r: &node::Replacement,
+) -> Result<(), Failure> {
+    let members = share.participants();
+    let position = |tag: &NodeTag| members.iter().position(|p| p.tag == *tag);
+    let index = match (position(&r.lost), position(&r.member.tag)) {
+        // Helpers and bystanders: the lost member is still listed.
+        (Some(i), None) => i,
+        (Some(i), Some(j)) if i == j => i,
+        // The recipient: its repaired share lists the replacement already.
+        (None, Some(j)) => j,
+        _ => {
+            return Err(Failure::bad(format!(
+                "the replacement of {} by {} does not fit this key's members",
+                r.lost, r.member.tag
+            )));
+        }
+    };
+    let member = ShareParticipant {
+        tag: r.member.tag.clone(),
+        encryption_key: r.member.encryption_key,
+    };
+    if members[index] != member {
+        if usize::from(share.my_index()) == index + 1 {
+            return Err(Failure::bad(
+                "this node cannot be the replacement of itself",
+            ));
+        }
+        share
+            .replace_participant((index + 1) as PartyIndex, member)
+            .map_err(|e| Failure::bad(e.to_string()))?;
+    }
+    if r.member.tag != ctx.tag {
+        let store = ctx.store.clone();
+        let (tag, key) = (r.member.tag.clone(), r.member.encryption_key);
+        blocking(move || store.repin_peer(tag.as_str(), &key))
+            .await?
+            .map_err(|e| Failure::internal(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The parameters of a repair as the gateway sent them.
+struct RepairParams<'a> {
+    generation: u32,
+    threshold: u8,
+    public_key: &'a [u8],
+    participants: &'a [node::Peer],
+    replacement: &'a node::Replacement,
+    helpers: &'a [NodeTag],
+}
+
+/// A repair: this node is either a helper (it holds a share of the key) or the recipient
+/// (the replacement, holding no usable share).
+async fn prepare_repair(
+    ctx: &Arc<NodeContext>,
+    start: &SessionStart,
+    p: &RepairParams<'_>,
+) -> Result<(Roster, Box<dyn Session>), Failure> {
+    let key_id = start.key_id;
+    let newcomer = &p.replacement.member;
+    let after: Vec<ShareParticipant> = p
+        .participants
+        .iter()
+        .map(|m| ShareParticipant {
+            tag: m.tag.clone(),
+            encryption_key: m.encryption_key,
+        })
+        .collect();
+    let lost_index = after
+        .iter()
+        .position(|m| m.tag == newcomer.tag && m.encryption_key == newcomer.encryption_key)
+        .ok_or_else(|| Failure::bad("the replacement is not among the members after the repair"))?;
+    let mut unique: Vec<&NodeTag> = after.iter().map(|m| &m.tag).collect();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != after.len() {
+        return Err(Failure::bad("a member is listed twice"));
+    }
+    let tags: Vec<NodeTag> = after.iter().map(|m| m.tag.clone()).collect();
+    let keys: Vec<[u8; 32]> = after.iter().map(|m| m.encryption_key).collect();
+    let index_of = |tag: &NodeTag| {
+        tags.iter()
+            .position(|t| t == tag)
+            .map(|i| (i + 1) as PartyIndex)
+            .ok_or_else(|| Failure::bad(format!("helper {tag} is not a member of the key")))
+    };
+    let mut helper_indices = p
+        .helpers
+        .iter()
+        .map(index_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    helper_indices.sort_unstable();
+    let helper_tags: Vec<NodeTag> = helper_indices
+        .iter()
+        .map(|&i| tags[usize::from(i) - 1].clone())
+        .collect();
+    let public_key: [u8; 33] = p
+        .public_key
+        .try_into()
+        .map_err(|_| Failure::bad("the key's public key is not 33 bytes"))?;
+    let sid = session_id(
+        &key_id,
+        start.scheme,
+        &SessionKind::Repair {
+            threshold: p.threshold,
+            participants: &tags,
+            encryption_keys: &keys,
+            public_key: &public_key,
+            lost: &p.replacement.lost,
+            helpers: &helper_tags,
+        },
+        &start.nonce,
+    );
+    let lost = (lost_index + 1) as PartyIndex;
+    let cfg = dkms_mpc::RepairConfig {
+        session_id: sid,
+        lost,
+        helpers: helper_indices,
+    };
+    let others: Vec<NodeTag> = tags.iter().filter(|t| **t != ctx.tag).cloned().collect();
+    refuse_banned(&ctx.store, &others)?;
+    let roster = |me, disposition, repair_help| Roster {
+        store: ctx.store.clone(),
+        fault: Fault::None,
+        disposition,
+        repair_help,
+        me,
+        session_id: sid,
+        peers: after
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ((i + 1) as PartyIndex, m.clone()))
+            .collect(),
+    };
+
+    if newcomer.tag == ctx.tag {
+        if newcomer.encryption_key != ctx.enc.public_key() {
+            return Err(Failure::bad(
+                "the gateway announced a different encryption key for this node",
+            ));
+        }
+        // A node that still holds a usable share is not lost: refuse to be "repaired".
+        let store = ctx.store.clone();
+        let held = blocking(move || store.get_share(&key_id))
+            .await?
+            .map_err(|e| Failure::internal(e.to_string()))?;
+        if let Some(bytes) = held
+            && KeyShare::from_bytes(&bytes).is_ok_and(|s| !s.needs_refresh())
+        {
+            return Err(Failure::bad(format!(
+                "this node holds a usable share of key {key_id}; it has nothing to recover"
+            )));
+        }
+        let session = dkms_mpc::repair_recipient(
+            dkms_mpc::RepairPublic {
+                key_id,
+                threshold: p.threshold,
+                participants: after.clone(),
+                public_key,
+            },
+            cfg,
+            lost,
+        )
+        .map_err(|e| Failure::bad(e.to_string()))?;
+        return Ok((
+            roster(lost, Disposition::Repaired(p.generation), None),
+            session,
+        ));
+    }
+
+    // A helper: its own share must be of the committed generation and list the same
+    // members as the gateway says.
+    if !p.helpers.contains(&ctx.tag) {
+        return Err(Failure::bad(
+            "this node is neither a helper nor the recipient",
+        ));
+    }
+    let store = ctx.store.clone();
+    let generation = p.generation;
+    blocking(move || ensure_generation(&store, &key_id, generation)).await??;
+    let share = load_share(ctx, key_id).await?;
+    let mine = share.participants();
+    let agrees = mine.len() == after.len()
+        && mine.iter().zip(&after).enumerate().all(|(i, (a, b))| {
+            if i == lost_index {
+                a.tag == p.replacement.lost
+            } else {
+                a == b
+            }
+        });
+    if !agrees || share.threshold() != p.threshold || share.public_key() != public_key {
+        return Err(Failure::bad(
+            "the key's members, threshold or public key differ from this node's share",
+        ));
+    }
+    let me = share.my_index();
+    let session = dkms_mpc::repair_helper(share, cfg).map_err(|e| Failure::bad(e.to_string()))?;
+    let help = Some((generation, p.replacement.lost.clone()));
+    Ok((roster(me, Disposition::Store, help), session))
 }
 
 async fn prepare_sign(
@@ -849,6 +1123,16 @@ async fn prepare_sign(
     let share = load_share(ctx, key_id).await?;
     if share.key_id() != key_id {
         return Err(Failure::internal("stored share belongs to another key"));
+    }
+    if share.needs_refresh() {
+        // A recovery is under way or failed half-way: the gateway retries without us.
+        return Err(Failure {
+            kind: FailureKind::UnknownKey,
+            culprit: None,
+            message: format!(
+                "this node's share of key {key_id} was rebuilt by a repair and signs only after the recovery's refresh"
+            ),
+        });
     }
     let participants: Vec<NodeTag> = share.participants().iter().map(|p| p.tag.clone()).collect();
     let mut indices = Vec::with_capacity(signers.len());
@@ -878,7 +1162,8 @@ async fn prepare_sign(
     let roster = Roster {
         store: ctx.store.clone(),
         fault: signing_fault(),
-        staged_generation: None,
+        disposition: Disposition::Store,
+        repair_help: None,
         me: share.my_index(),
         session_id,
         peers: share
@@ -953,6 +1238,28 @@ async fn stage(
     Ok(Outcome::KeyGenerated { public_key })
 }
 
+async fn store_repaired(
+    ctx: &Arc<NodeContext>,
+    key_id: uuid::Uuid,
+    generation: u32,
+    share: KeyShare,
+) -> Result<Outcome, Failure> {
+    let store = ctx.store.clone();
+    blocking(move || {
+        let bytes = share.to_bytes();
+        store.put_repaired_share(&key_id, generation, &bytes, |old| {
+            KeyShare::from_bytes(old).is_ok_and(|s| s.needs_refresh())
+        })
+    })
+    .await?
+    .map_err(|e| Failure::internal(format!("storing the repaired share: {e}")))?;
+    info!(
+        generation,
+        "repaired share stored; it signs after the recovery's refresh"
+    );
+    Ok(Outcome::Repaired)
+}
+
 /// Persists a new share (once, atomically) or hands back a signature.
 async fn finish(
     ctx: &Arc<NodeContext>,
@@ -975,10 +1282,10 @@ async fn finish(
         SessionOutput::Signature(sig) => Ok(Outcome::Signed {
             signature: sig.to_bytes().to_vec(),
         }),
-        // Only repair helpers end this way, and this node starts no repair sessions.
-        SessionOutput::Repaired => Err(Failure::internal(
-            "a session ended as a repair, which this node did not start",
-        )),
+        SessionOutput::Repaired => {
+            info!("repair term delivered and confirmed by the recipient");
+            Ok(Outcome::Repaired)
+        }
     }
 }
 

@@ -31,6 +31,7 @@ const PEER_PINS_NAME: &str = "peer_pins";
 const META_NAME: &str = "meta";
 const STAGED_NAME: &str = "staged_shares";
 const GENERATIONS_NAME: &str = "share_generations";
+const REPAIRS_NAME: &str = "repairs_helped";
 
 const SHARES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(SHARES_NAME);
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new(SECRETS_NAME);
@@ -41,6 +42,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_NAME);
 const STAGED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(STAGED_NAME);
 /// The generation of the share in `shares` (absent = 0, the generation a key is born with).
 const GENERATIONS: TableDefinition<&[u8; 16], u32> = TableDefinition::new(GENERATIONS_NAME);
+/// The repair this node last helped with, per key: generation (u32 big endian) ‖ the lost
+/// member's tag. Public facts, kept to refuse a second repair of another member.
+const REPAIRS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(REPAIRS_NAME);
 
 /// Domain separator at the start of every record's associated data.
 const AAD_DOMAIN: &[u8] = b"dkms/node-store/v1";
@@ -153,6 +157,7 @@ impl NodeStore {
             let _ = txn.open_table(PEER_PINS).map_err(db)?;
             let _ = txn.open_table(STAGED).map_err(db)?;
             let _ = txn.open_table(GENERATIONS).map_err(db)?;
+            let _ = txn.open_table(REPAIRS).map_err(db)?;
             let meta = txn.open_table(META).map_err(db)?;
             meta.get(CANARY_ID).map_err(db)?.map(|g| g.value().to_vec())
         };
@@ -214,6 +219,85 @@ impl NodeStore {
         };
         self.open_record(SHARES_NAME, key_id.as_bytes(), guard.value())
             .map(Some)
+    }
+
+    /// Stores a share rebuilt by a repair as the live share of `generation`, in one
+    /// transaction. A share already stored is replaced only if `replaceable` says so on its
+    /// plaintext (a hollow share from an earlier, unfinished recovery); otherwise
+    /// `Err(StoreError::AlreadyExists)`.
+    pub fn put_repaired_share(
+        &self,
+        key_id: &uuid::Uuid,
+        generation: u32,
+        share: &[u8],
+        replaceable: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let sealed = self.seal_record(SHARES_NAME, key_id.as_bytes(), share)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut table = txn.open_table(SHARES).map_err(db)?;
+            let existing = table
+                .get(key_id.as_bytes())
+                .map_err(db)?
+                .map(|g| g.value().to_vec());
+            if let Some(stored) = existing {
+                let plain = self.open_record(SHARES_NAME, key_id.as_bytes(), &stored)?;
+                if !replaceable(&plain) {
+                    drop(table);
+                    txn.abort().map_err(db)?;
+                    return Err(StoreError::AlreadyExists);
+                }
+            }
+            table
+                .insert(key_id.as_bytes(), sealed.as_slice())
+                .map_err(db)?;
+            txn.open_table(STAGED)
+                .map_err(db)?
+                .remove(key_id.as_bytes())
+                .map_err(db)?;
+            txn.open_table(GENERATIONS)
+                .map_err(db)?
+                .insert(key_id.as_bytes(), generation)
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Records that this node helps repair member `lost` of `key_id` at `generation`.
+    /// `Ok(false)` if it already helped repair a different member at that generation: two
+    /// repaired shares of one generation could be combined, so a second member is repaired
+    /// only after the refresh of the first has moved the key to a new generation.
+    pub fn record_repair_help(
+        &self,
+        key_id: &uuid::Uuid,
+        generation: u32,
+        lost: &str,
+    ) -> Result<bool, StoreError> {
+        let mut value = generation.to_be_bytes().to_vec();
+        value.extend_from_slice(lost.as_bytes());
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut table = txn.open_table(REPAIRS).map_err(db)?;
+            let previous = table
+                .get(key_id.as_bytes())
+                .map_err(db)?
+                .map(|g| g.value().to_vec());
+            if let Some(prev) = previous
+                && let Some((g, tag)) = prev.split_at_checked(4)
+                && g == generation.to_be_bytes()
+                && tag != lost.as_bytes()
+            {
+                drop(table);
+                txn.abort().map_err(db)?;
+                return Ok(false);
+            }
+            table
+                .insert(key_id.as_bytes(), value.as_slice())
+                .map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(true)
     }
 
     /// Deletes a key share, with any staged successor; `true` if there was one.
@@ -387,6 +471,19 @@ impl NodeStore {
             };
         }
         let sealed = self.seal_record(PEER_PINS_NAME, tag.as_bytes(), encryption_key)?;
+        {
+            let mut table = txn.open_table(PEER_PINS).map_err(db)?;
+            table.insert(tag, sealed.as_slice()).map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+
+    /// Pins `tag` to a new X25519 key, replacing any earlier pin: for a member that a
+    /// recovery this node took part in has replaced.
+    pub fn repin_peer(&self, tag: &str, encryption_key: &[u8; 32]) -> Result<(), StoreError> {
+        let sealed = self.seal_record(PEER_PINS_NAME, tag.as_bytes(), encryption_key)?;
+        let txn = self.db.begin_write().map_err(db)?;
         {
             let mut table = txn.open_table(PEER_PINS).map_err(db)?;
             table.insert(tag, sealed.as_slice()).map_err(db)?;
@@ -742,6 +839,59 @@ mod tests {
         assert!(matches!(&err, StoreError::PinMismatch { tag } if tag == "node-a"));
         // The original pin stays.
         store.pin_peer("node-a", &[1; 32]).unwrap();
+    }
+
+    #[test]
+    fn repin_replaces_a_pin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        store.pin_peer("node-a", &[1; 32]).unwrap();
+        store.repin_peer("node-a", &[2; 32]).unwrap();
+        store.pin_peer("node-a", &[2; 32]).unwrap();
+        assert!(store.pin_peer("node-a", &[1; 32]).is_err());
+    }
+
+    #[test]
+    fn a_repaired_share_replaces_only_what_the_caller_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        store
+            .put_repaired_share(&id(1), 3, b"hollow", |_| unreachable!())
+            .unwrap();
+        assert_eq!(store.share_generation(&id(1)).unwrap(), 3);
+        store
+            .put_repaired_share(&id(1), 3, b"hollow again", |old| old == b"hollow")
+            .unwrap();
+        assert_eq!(
+            store.get_share(&id(1)).unwrap().unwrap().as_slice(),
+            b"hollow again"
+        );
+        assert!(matches!(
+            store.put_repaired_share(&id(1), 3, b"x", |_| false),
+            Err(StoreError::AlreadyExists)
+        ));
+        assert_eq!(
+            store.get_share(&id(1)).unwrap().unwrap().as_slice(),
+            b"hollow again"
+        );
+    }
+
+    #[test]
+    fn a_helper_repairs_one_member_per_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        assert!(store.record_repair_help(&id(1), 0, "c").unwrap());
+        assert!(store.record_repair_help(&id(1), 0, "c").unwrap(), "a retry");
+        assert!(!store.record_repair_help(&id(1), 0, "b").unwrap());
+        assert!(
+            store.record_repair_help(&id(2), 0, "b").unwrap(),
+            "another key"
+        );
+        assert!(
+            store.record_repair_help(&id(1), 1, "b").unwrap(),
+            "next generation"
+        );
+        assert!(!store.record_repair_help(&id(1), 1, "c").unwrap());
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub struct KeyUpdateRequest {
 pub struct TaskInfo {
     pub instance_id: String,
     pub key_id: String,
-    /// `REFRESH`.
+    /// `REFRESH` or `RECOVER`.
     pub kind: String,
     pub status: String,
     pub error_code: Option<String>,
@@ -215,6 +215,18 @@ pub struct TaskInfo {
 #[serde(rename_all = "camelCase")]
 pub struct KeyIdRequest {
     pub key_id: String,
+}
+
+/// `POST /api/mappic/dkms/key/recover`: rebuild the share of a member whose share is
+/// lost (a wiped node that joined again under its tag, or another node taking its place).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverKeyRequest {
+    pub key_id: String,
+    pub lost_participant: String,
+    /// The node that receives the rebuilt share; the lost one itself if absent.
+    #[serde(default)]
+    pub new_participant: Option<String>,
 }
 
 /// `POST /api/mappic/dkms/key/scheduleDeletion`

@@ -8,7 +8,7 @@ use crate::domain::NodeTag;
 use serde::{Deserialize, Serialize};
 
 /// Version of the link protocol; a node and a gateway of different versions refuse each other.
-pub const LINK_VERSION: u16 = 1;
+pub const LINK_VERSION: u16 = 2;
 
 /// Largest frame either side accepts (DKG rounds carry OT setup of a few hundred KB).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -42,6 +42,13 @@ pub enum Scheme {
 }
 
 /// What a session is for. Every node checks these parameters itself before it takes part.
+/// A member of a key that takes a lost member's place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replacement {
+    pub lost: NodeTag,
+    pub member: Peer,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     /// Distributed key generation among `participants`, in this order (party index = position + 1).
@@ -57,8 +64,26 @@ pub enum Operation {
         generation: u32,
     },
     /// Refreshing every participant's share (same public key, new shares). The result is
-    /// staged as `generation`; it becomes live only once the gateway commits it.
-    Refresh { generation: u32 },
+    /// staged as `generation`; it becomes live only once the gateway commits it. After a
+    /// repair, `replacement` puts the recipient in the lost member's place in every share.
+    Refresh {
+        generation: u32,
+        replacement: Option<Replacement>,
+    },
+    /// Rebuilding the share of the member `lost` (a node whose data is gone) on
+    /// `replacement`, from the shares of exactly `threshold` `helpers` at `generation`.
+    /// The recipient gets a share that cannot sign until the refresh that must follow.
+    Repair {
+        generation: u32,
+        threshold: u8,
+        /// SEC1 compressed public key of the key.
+        public_key: Vec<u8>,
+        /// The members in order (party index = position + 1) after the repair: the
+        /// replacement in the lost member's place.
+        participants: Vec<Peer>,
+        replacement: Replacement,
+        helpers: Vec<NodeTag>,
+    },
     /// The gateway committed `generation`: make the staged share the live one.
     Promote { generation: u32 },
     /// Storing this node's share of an imported key, split by a trusted dealer (the
@@ -151,6 +176,8 @@ pub enum Outcome {
     Deleted,
     /// The live share is now of this generation.
     Promoted { generation: u32 },
+    /// A repair ended: the recipient holds a share to be refreshed, a helper has given its term.
+    Repaired,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

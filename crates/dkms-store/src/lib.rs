@@ -436,16 +436,37 @@ impl Store {
         Ok(true)
     }
 
-    /// The commit point of a refresh: the key moves from generation `from` to `from + 1`.
-    pub async fn commit_generation(&self, key_id: &str, from: u32, now: i64) -> Result<bool> {
-        let done = self
-            .q("UPDATE mpc_keys SET generation = ?, updated_at = ? WHERE key_id = ? AND generation = ?")
-            .bind(i64::from(from) + 1)
-            .bind(now)
-            .bind(key_id.to_owned())
-            .bind(i64::from(from))
-            .execute(&self.pool)
-            .await?;
+    /// The commit point of a refresh: the key moves from generation `from` to `from + 1`,
+    /// with `participants` as its members when a recovery replaced one.
+    pub async fn commit_generation(
+        &self,
+        key_id: &str,
+        from: u32,
+        participants: Option<&[String]>,
+        now: i64,
+    ) -> Result<bool> {
+        let done = match participants {
+            None => {
+                self.q("UPDATE mpc_keys SET generation = ?, updated_at = ? WHERE key_id = ? AND generation = ?")
+                    .bind(i64::from(from) + 1)
+                    .bind(now)
+                    .bind(key_id.to_owned())
+                    .bind(i64::from(from))
+                    .execute(&self.pool)
+                    .await?
+            }
+            Some(p) => {
+                let p = serde_json::to_string(p).map_err(|e| StoreError::Db(e.to_string()))?;
+                self.q("UPDATE mpc_keys SET generation = ?, participants = ?, updated_at = ? WHERE key_id = ? AND generation = ?")
+                    .bind(i64::from(from) + 1)
+                    .bind(p)
+                    .bind(now)
+                    .bind(key_id.to_owned())
+                    .bind(i64::from(from))
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
         Ok(done.rows_affected() == 1)
     }
 
@@ -983,6 +1004,22 @@ impl Store {
     }
 
     /// Issues a fresh join token for a node that has not joined yet.
+    /// Unpins an active node's identity and gives it a new join token: the way back in for
+    /// a node whose data directory (and so its identity keys) is gone. Its old identity
+    /// can no longer connect. `Ok(false)` if the node is unknown or not active.
+    pub async fn reset_node(&self, tag: &str, join_token_hash: &str, now: i64) -> Result<bool> {
+        let done = self
+            .q("UPDATE nodes SET status = ?, join_token_hash = ?, signing_key = NULL, encryption_key = NULL, updated_at = ? WHERE tag = ? AND status = ?")
+            .bind(NODE_PENDING)
+            .bind(join_token_hash.to_owned())
+            .bind(now)
+            .bind(tag.to_owned())
+            .bind(NODE_ACTIVE)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn set_join_token(&self, tag: &str, join_token_hash: &str, now: i64) -> Result<bool> {
         let done = self
             .q("UPDATE nodes SET join_token_hash = ?, updated_at = ? WHERE tag = ? AND status = ?")

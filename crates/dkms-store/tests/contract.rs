@@ -6,7 +6,8 @@
 
 use dkms_store::testdb::TestDb;
 use dkms_store::{
-    Backend, KeyRow, NODE_ACTIVE, Reservation, SignRow, Store, StoreError, Swept, TaskStatus,
+    Backend, KeyRow, KeyTaskRow, NODE_ACTIVE, Reservation, SignRow, Store, StoreError, Swept,
+    TaskStatus,
 };
 
 fn key(id: &str) -> KeyRow {
@@ -411,6 +412,92 @@ async fn key_lifecycle_and_listing(s: &Store) {
     );
 }
 
+async fn maintenance_tasks_and_generations(s: &Store) {
+    let mut k = key("gen1");
+    k.status = TaskStatus::Finished;
+    s.insert_key(&k).await.unwrap();
+    let task = |id: &str, kind: &str| KeyTaskRow {
+        instance_id: id.into(),
+        key_id: "gen1".into(),
+        kind: kind.into(),
+        status: TaskStatus::Init,
+        error_code: None,
+        error_message: None,
+        created_at: 3,
+    };
+    assert!(s.begin_refresh(&task("r1", "REFRESH"), 3).await.unwrap());
+    assert!(
+        !s.begin_refresh(&task("r2", "RECOVER"), 3).await.unwrap(),
+        "one maintenance task per key at a time"
+    );
+    assert!(s.get_key_task("r2").await.unwrap().is_none());
+    assert!(s.start_key_task("r1", 4).await.unwrap());
+    assert!(s.commit_generation("gen1", 0, None, 5).await.unwrap());
+    assert!(
+        !s.commit_generation("gen1", 0, None, 5).await.unwrap(),
+        "a generation commits once"
+    );
+    s.end_key_task("r1", None, 6).await.unwrap();
+    assert_eq!(
+        s.get_key_task("r1").await.unwrap().unwrap().status,
+        TaskStatus::Finished
+    );
+    let got = s.get_key("gen1").await.unwrap().unwrap();
+    assert_eq!(got.generation, 1);
+    assert_eq!(got.participants, ["a", "b", "c"]);
+
+    // A recovery commits a new member list with the next generation.
+    assert!(s.begin_refresh(&task("r3", "RECOVER"), 7).await.unwrap());
+    let members = vec!["a".to_owned(), "d".to_owned(), "c".to_owned()];
+    assert!(
+        s.commit_generation("gen1", 1, Some(&members), 8)
+            .await
+            .unwrap()
+    );
+    s.end_key_task("r3", Some(("NODE_UNAVAILABLE", "x")), 9)
+        .await
+        .unwrap();
+    let got = s.get_key("gen1").await.unwrap().unwrap();
+    assert_eq!((got.generation, got.participants), (2, members));
+    let t = s.get_key_task("r3").await.unwrap().unwrap();
+    assert_eq!(
+        (t.status, t.kind.as_str(), t.error_code.as_deref()),
+        (TaskStatus::Failed, "RECOVER", Some("NODE_UNAVAILABLE"))
+    );
+    assert!(s.begin_refresh(&task("r4", "REFRESH"), 10).await.unwrap());
+}
+
+async fn nodes_can_be_reset(s: &Store) {
+    s.insert_node("reset-me", "h1", 1).await.unwrap();
+    assert!(
+        !s.reset_node("reset-me", "h2", 2).await.unwrap(),
+        "a node that never joined has nothing to reset"
+    );
+    assert!(
+        s.activate_node("reset-me", "h1", "sk", "ek", 3)
+            .await
+            .unwrap()
+    );
+    assert!(s.reset_node("reset-me", "h2", 4).await.unwrap());
+    let n = s.get_node("reset-me").await.unwrap().unwrap();
+    assert_ne!(n.status, NODE_ACTIVE);
+    assert_eq!((n.signing_key, n.encryption_key), (None, None));
+    assert!(
+        !s.activate_node("reset-me", "h1", "sk2", "ek2", 5)
+            .await
+            .unwrap(),
+        "the old token is dead"
+    );
+    assert!(
+        s.activate_node("reset-me", "h2", "sk2", "ek2", 5)
+            .await
+            .unwrap()
+    );
+    let n = s.get_node("reset-me").await.unwrap().unwrap();
+    assert_eq!(n.signing_key.as_deref(), Some("sk2"));
+    assert!(!s.reset_node("nobody", "h3", 6).await.unwrap());
+}
+
 async fn contract(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::create(backend, dir.path()).await.unwrap();
@@ -427,6 +514,8 @@ async fn contract(backend: Backend) {
     idempotency(&s).await;
     concurrent_reservations_have_one_winner(&s).await;
     key_lifecycle_and_listing(&s).await;
+    maintenance_tasks_and_generations(&s).await;
+    nodes_can_be_reset(&s).await;
     drop(s);
     db.drop_database().await;
 }

@@ -174,6 +174,24 @@ impl Stack {
         self.spawn_node(tag, Some(&token), &[])
     }
 
+    /// Kills `tag`, deletes its data directory for real (shares, identity keys, sealing
+    /// key) and brings it back as a new machine would come: unpinned through `resetPod`,
+    /// started on an empty directory with the new join token.
+    pub async fn wipe_and_rejoin_node(&mut self, tag: &str) -> Result<()> {
+        self.kill_node(tag);
+        let dir = self.node_dir(tag);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("wiping {}", dir.display()))?;
+        let token = self
+            .client
+            .reset_pod(tag)
+            .await
+            .map_err(|e| anyhow!("resetPod {tag}: {e}"))?;
+        self.wait_disconnected(tag, Duration::from_secs(10)).await?;
+        self.spawn_node(tag, Some(&token), &[])?;
+        self.wait_connected(&[tag.to_owned()], Duration::from_secs(30))
+            .await
+    }
+
     fn spawn_node(
         &mut self,
         tag: &str,

@@ -28,6 +28,10 @@ pub fn tags(ps: &[ShareParticipant]) -> Vec<NodeTag> {
     ps.iter().map(|p| p.tag.clone()).collect()
 }
 
+pub fn keys_of(ps: &[ShareParticipant]) -> Vec<[u8; 32]> {
+    ps.iter().map(|p| p.encryption_key).collect()
+}
+
 pub fn keys(outputs: Vec<SessionOutput>) -> Vec<KeyShare> {
     outputs
         .into_iter()
@@ -76,6 +80,7 @@ pub fn refresh_id(share: &KeyShare, nonce: u8) -> [u8; 32] {
         &SessionKind::Refresh {
             threshold: share.threshold(),
             participants: &tags(share.participants()),
+            encryption_keys: &keys_of(share.participants()),
             public_key: &share.public_key(),
         },
         &[nonce; 32],
