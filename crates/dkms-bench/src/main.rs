@@ -111,6 +111,7 @@ fn raw_sign(shares: &[KeyShare], signers: &[PartyIndex], loaded: Vec<KeyShare>) 
             participants: &tags,
             signers: &signer_tags,
             digest: &digest,
+            derivation_path: &[],
         },
         &random32(),
     );
@@ -279,8 +280,9 @@ fn keygen_request(parts: &[&str], t: i64) -> KeyGenRequest {
             length: None,
         },
         service_participants: parts.iter().map(|s| s.to_string()).collect(),
-        threshold: t,
-        total_shares: parts.len() as i64,
+        threshold: Some(t),
+        total_shares: Some(parts.len() as i64),
+        node_group: None,
     }
 }
 
@@ -327,6 +329,34 @@ async fn e2e_refresh(c: &Client, key_id: &str) -> Result<Duration> {
         .await?;
     if task.status != "FINISHED" {
         bail!("refresh ended {}: {:?}", task.status, task.error_message);
+    }
+    Ok(start.elapsed())
+}
+
+/// A recovery of `key_id`'s member `lost` onto a node created for it (dev mode starts it),
+/// timed from the request to the commit.
+async fn e2e_recover(c: &Client, key_id: &str, lost: &str, newcomer: &str) -> Result<Duration> {
+    c.create_pod(newcomer).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !c
+        .health()
+        .await?
+        .connected_nodes
+        .iter()
+        .any(|n| n == newcomer)
+    {
+        if Instant::now() > deadline {
+            bail!("{newcomer} did not connect");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start = Instant::now();
+    let t = c.recover_key(key_id, lost, Some(newcomer)).await?;
+    let task = c
+        .wait_task(&t.instance_id, Duration::from_secs(300))
+        .await?;
+    if task.status != "FINISHED" {
+        bail!("recovery ended {}: {:?}", task.status, task.error_message);
     }
     Ok(start.elapsed())
 }
@@ -435,6 +465,13 @@ async fn main() -> Result<()> {
         imports.push(d);
         refreshes.push(e2e_refresh(c, &id).await?);
     }
+    let mut recoveries = Vec::new();
+    let mut lost = "node1".to_owned();
+    for i in 0..args.keygens.max(1) {
+        let newcomer = format!("bench-node{}", i + 4);
+        recoveries.push(e2e_recover(c, &key23, &lost, &newcomer).await?);
+        lost = newcomer;
+    }
     let window = Duration::from_secs(args.seconds);
     // Warm up connections and caches.
     e2e_sign_load(c, &key23, 4, Duration::from_secs(1)).await?;
@@ -479,6 +516,11 @@ async fn main() -> Result<()> {
         "| end-to-end refresh latency (mean of {}) | | {} |",
         refreshes.len(),
         ms(avg(&refreshes))
+    );
+    println!(
+        "| end-to-end recovery onto a new node: repair + refresh (mean of {}) | | {} |",
+        recoveries.len(),
+        ms(avg(&recoveries))
     );
     println!();
     println!(

@@ -36,12 +36,19 @@ pub struct ClientArgs {
 pub enum ClientCommand {
     /// Show whether the gateway is up and which nodes are connected (no token needed)
     Health,
-    /// Nodes: `dkms pod create <tag>`, `dkms pod list`
+    /// Nodes: `dkms pod create <tag>`, `dkms pod list`, `dkms pod set-region <tag> <region>`
     Pod {
         #[command(subcommand)]
         cmd: PodCmd,
     },
-    /// Keys: `dkms key gen --participants a,b,c --threshold 2 [--wait]`, `dkms key get <keyId>`
+    /// Node groups: `dkms group create <name> --members a,b,c --threshold 2 [--min-regions 2]`,
+    /// `dkms group get|list|update|delete`
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+    /// Keys: `dkms key gen --participants a,b,c --threshold 2 [--wait]` (or `--group <name>`),
+    /// `dkms key get <keyId>`
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,
@@ -61,6 +68,9 @@ pub enum ClientCommand {
         /// Idempotency-Key header: a repeat within 24 h returns the first instance id
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Sign with the BIP-32 child key at this non-hardened path (m/44/60/0/0/7)
+        #[arg(long)]
+        derivation_path: Option<String>,
     },
     /// `dkms wait key <id>` / `dkms wait sign <instanceId>` [--timeout 60]
     Wait {
@@ -93,6 +103,69 @@ pub enum PodCmd {
         /// The node's tag
         tag: String,
     },
+    /// Label where a node runs (0–64 chars of [A-Za-z0-9_.-]; "" clears it); node groups
+    /// with --min-regions count distinct regions
+    SetRegion {
+        /// The node's tag
+        tag: String,
+        /// The region, e.g. eu-west-1
+        region: String,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum GroupCmd {
+    /// Create a named set of nodes with a default threshold (2-of-3, 5-of-7, 5-of-9, 2-of-2, ...)
+    Create(GroupArgs),
+    /// Show a group: members, threshold, region requirement and the regions they are in now
+    Get {
+        /// The group's name
+        name: String,
+    },
+    /// List every group
+    List,
+    /// Replace a group's members, threshold, minimum regions and description
+    Update(GroupArgs),
+    /// Delete a group (refused while keys made from it are in use)
+    Delete {
+        /// The group's name
+        name: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GroupArgs {
+    /// The group's name (1–64 chars of [A-Za-z0-9_-])
+    pub name: String,
+    /// Member node tags in party order, comma-separated
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    pub members: Vec<String>,
+    /// Default threshold (t) of keys made from the group
+    #[arg(long)]
+    pub threshold: i64,
+    /// Distinct regions the members must span (default 0: no requirement)
+    #[arg(long)]
+    pub min_regions: Option<i64>,
+    /// What the group is for
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+impl GroupArgs {
+    fn request(&self) -> dkms_client::NodeGroupRequest {
+        dkms_client::NodeGroupRequest {
+            name: self.name.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|m| m.trim().to_owned())
+                .filter(|m| !m.is_empty())
+                .collect(),
+            threshold: self.threshold,
+            min_regions: self.min_regions,
+            description: self.description.clone(),
+        }
+    }
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -118,6 +191,9 @@ pub enum KeyCmd {
         /// A label the key must carry, as name=value
         #[arg(long)]
         label: Option<String>,
+        /// Only keys made from this node group
+        #[arg(long)]
+        group: Option<String>,
         /// Keys per page (1 to 100)
         #[arg(long)]
         page_size: Option<u32>,
@@ -159,6 +235,12 @@ pub enum KeyCmd {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// The BIP-32 child of a key at a non-hardened path: public key, address, chain code
+    Derive {
+        key_id: String,
+        /// m/44/60/0/0/7
+        path: String,
+    },
     /// Rebuild the share a lost node held (from threshold others), on the node joined
     /// again under its tag or on --new-participant, then refresh every share
     Recover {
@@ -196,11 +278,21 @@ pub struct KeyImportArgs {
 #[derive(clap::Args, Debug)]
 pub struct KeyGenArgs {
     /// Node tags that will each hold a share, comma-separated
-    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 1..,
+        required_unless_present = "group",
+        conflicts_with = "group"
+    )]
     pub participants: Vec<String>,
-    /// Shares needed to sign (t)
+    /// A node group whose members hold the shares, instead of --participants (its
+    /// threshold is the default)
     #[arg(long)]
-    pub threshold: i64,
+    pub group: Option<String>,
+    /// Shares needed to sign (t); with --group, defaults to the group's
+    #[arg(long, required_unless_present = "group")]
+    pub threshold: Option<i64>,
     /// Key type
     #[arg(long = "type", default_value = "ECDSA_K1")]
     pub key_type: String,
@@ -283,6 +375,19 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 "nodeTag": tag,
                 "joinToken": client.reset_pod(&tag).await?,
             })),
+            PodCmd::SetRegion { tag, region } => {
+                print_json(&client.set_region(&tag, &region).await?)
+            }
+        },
+        ClientCommand::Group { cmd } => match cmd {
+            GroupCmd::Create(args) => print_json(&client.create_group(&args.request()).await?),
+            GroupCmd::Get { name } => print_json(&client.get_group(&name).await?),
+            GroupCmd::List => print_json(&client.list_groups().await?),
+            GroupCmd::Update(args) => print_json(&client.update_group(&args.request()).await?),
+            GroupCmd::Delete { name } => print_json(&serde_json::json!({
+                "name": client.delete_group(&name).await?,
+                "deleted": true,
+            })),
         },
         ClientCommand::Key { cmd } => match cmd {
             KeyCmd::Gen(gen_args) => {
@@ -303,6 +408,7 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 status,
                 state,
                 label,
+                group,
                 page_size,
                 page_token,
             } => {
@@ -312,6 +418,7 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                     ("status", status.as_deref()),
                     ("state", state.as_deref()),
                     ("label", label.as_deref()),
+                    ("nodeGroup", group.as_deref()),
                     ("pageSize", page_size.as_deref()),
                     ("pageToken", page_token.as_deref()),
                 ] {
@@ -372,6 +479,9 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 }
                 wait_task(client, &started.instance_id, timeout).await
             }
+            KeyCmd::Derive { key_id, path } => {
+                print_json(&client.derive_key(&key_id, &path).await?)
+            }
             KeyCmd::Recover {
                 key_id,
                 lost,
@@ -397,15 +507,16 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
             no_wait,
             timeout,
             idempotency_key,
+            derivation_path,
         } => {
-            let instance_id = match &idempotency_key {
-                Some(k) => {
-                    client
-                        .request_sign_idempotent(&key_id, &digest_hex, k)
-                        .await?
-                }
-                None => client.request_sign(&key_id, &digest_hex).await?,
+            let body = dkms_client::SignRequest {
+                digest_hex,
+                key_id,
+                derivation_path,
             };
+            let instance_id = client
+                .request_sign_body(&body, idempotency_key.as_deref())
+                .await?;
             if no_wait {
                 print_json(&serde_json::json!({ "instanceId": instance_id }))
             } else {
@@ -488,13 +599,19 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
         (None, Some(pw)) => Some(zeroize::Zeroizing::new(pw)),
         (None, None) => None,
     };
+    if args.key.group.is_some() {
+        bail!("key import takes --participants and --threshold, not --group");
+    }
     let shape = keygen_request(&args.key);
+    let (Some(threshold), Some(total_shares)) = (shape.threshold, shape.total_shares) else {
+        bail!("key import needs --threshold");
+    };
     let response = if args.server_side {
         let req = dkms_client::KeyImportRequest {
             key_params: shape.key_params,
             service_participants: shape.service_participants,
-            threshold: shape.threshold,
-            total_shares: shape.total_shares,
+            threshold,
+            total_shares,
             private_key: pem.to_string(),
             password: password.as_ref().map(|p| p.to_string()),
         };
@@ -527,8 +644,8 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
                 encryption_key: key,
             });
         }
-        let threshold = u8::try_from(shape.threshold)
-            .map_err(|_| anyhow!("threshold {} is out of range", shape.threshold))?;
+        let threshold = u8::try_from(threshold)
+            .map_err(|_| anyhow!("threshold {threshold} is out of range"))?;
         let key_id = uuid::Uuid::new_v4();
         let public_key = secret.public_key();
         let shares = dkms_mpc::import::split(&secret, key_id, threshold, participants)
@@ -549,8 +666,8 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
                 key_id: key_id.to_string(),
                 key_params: shape.key_params,
                 service_participants: shape.service_participants,
-                threshold: shape.threshold,
-                total_shares: shape.total_shares,
+                threshold: i64::from(threshold),
+                total_shares,
                 public_key_hex: hex::encode(public_key),
                 shares: sealed,
             })
@@ -584,9 +701,12 @@ fn keygen_request(args: &KeyGenArgs) -> KeyGenRequest {
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    let total_shares = args
-        .total_shares
-        .unwrap_or_else(|| i64::try_from(participants.len()).unwrap_or(i64::MAX));
+    // With a group the gateway takes n from the group; otherwise n is the participant count.
+    let total_shares = match (&args.group, args.total_shares) {
+        (_, Some(n)) => Some(n),
+        (Some(_), None) => None,
+        (None, None) => Some(i64::try_from(participants.len()).unwrap_or(i64::MAX)),
+    };
     KeyGenRequest {
         key_params: KeyParams {
             key_type: args.key_type.clone(),
@@ -595,6 +715,7 @@ fn keygen_request(args: &KeyGenArgs) -> KeyGenRequest {
         service_participants: participants,
         threshold: args.threshold,
         total_shares,
+        node_group: args.group.clone(),
     }
 }
 
@@ -683,8 +804,121 @@ mod tests {
         assert_eq!(req.key_params.key_type, "ECDSA_K1");
         assert_eq!(req.key_params.length, None);
         assert_eq!(req.service_participants, vec!["a", "b", "c"]);
-        assert_eq!(req.threshold, 2);
-        assert_eq!(req.total_shares, 3);
+        assert_eq!(req.threshold, Some(2));
+        assert_eq!(req.total_shares, Some(3));
+        assert_eq!(req.node_group, None);
+    }
+
+    #[test]
+    fn key_gen_by_group() {
+        let cli = parse(&["key", "gen", "--group", "treasury", "--wait"]);
+        let ClientCommand::Key {
+            cmd: KeyCmd::Gen(args),
+        } = cli.cmd
+        else {
+            panic!("{:?}", cli.cmd)
+        };
+        let req = keygen_request(&args);
+        assert_eq!(req.node_group.as_deref(), Some("treasury"));
+        assert!(req.service_participants.is_empty());
+        assert_eq!((req.threshold, req.total_shares), (None, None));
+        let cli = parse(&["key", "gen", "--group", "g", "--threshold", "2"]);
+        let ClientCommand::Key {
+            cmd: KeyCmd::Gen(args),
+        } = cli.cmd
+        else {
+            panic!("{:?}", cli.cmd)
+        };
+        assert_eq!(keygen_request(&args).threshold, Some(2));
+        assert!(
+            TestCli::try_parse_from([
+                "dkms",
+                "key",
+                "gen",
+                "--group",
+                "g",
+                "--participants",
+                "a,b"
+            ])
+            .is_err(),
+            "a group or participants, not both"
+        );
+    }
+
+    #[test]
+    fn group_and_region_commands_parse() {
+        match parse(&[
+            "group",
+            "create",
+            "treasury",
+            "--members",
+            "a, b,c",
+            "--threshold",
+            "2",
+            "--min-regions",
+            "2",
+        ])
+        .cmd
+        {
+            ClientCommand::Group {
+                cmd: GroupCmd::Create(args),
+            } => {
+                let req = args.request();
+                assert_eq!(req.name, "treasury");
+                assert_eq!(req.members, ["a", "b", "c"]);
+                assert_eq!((req.threshold, req.min_regions), (2, Some(2)));
+                assert_eq!(req.description, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&[
+                "group",
+                "update",
+                "g",
+                "--members",
+                "a,b",
+                "--threshold",
+                "2"
+            ])
+            .cmd,
+            ClientCommand::Group {
+                cmd: GroupCmd::Update(_)
+            }
+        ));
+        assert!(matches!(
+            parse(&["group", "list"]).cmd,
+            ClientCommand::Group {
+                cmd: GroupCmd::List
+            }
+        ));
+        assert!(matches!(
+            parse(&["group", "get", "g"]).cmd,
+            ClientCommand::Group {
+                cmd: GroupCmd::Get { .. }
+            }
+        ));
+        assert!(matches!(
+            parse(&["group", "delete", "g"]).cmd,
+            ClientCommand::Group {
+                cmd: GroupCmd::Delete { .. }
+            }
+        ));
+        assert!(
+            TestCli::try_parse_from(["dkms", "group", "create", "g", "--threshold", "2"]).is_err()
+        );
+        match parse(&["pod", "set-region", "n1", ""]).cmd {
+            ClientCommand::Pod {
+                cmd: PodCmd::SetRegion { tag, region },
+            } => assert_eq!((tag.as_str(), region.as_str()), ("n1", "")),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["key", "list", "--group", "g"]).cmd {
+            ClientCommand::Key {
+                cmd: KeyCmd::List { group, .. },
+            } => assert_eq!(group.as_deref(), Some("g")),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -724,7 +958,7 @@ mod tests {
         assert_eq!(args.idempotency_key.as_deref(), Some("k1"));
         let req = keygen_request(&args);
         assert_eq!(req.service_participants, vec!["a", "b"]);
-        assert_eq!(req.total_shares, 5);
+        assert_eq!(req.total_shares, Some(5));
         assert_eq!(req.key_params.key_type, "ECDSA_R1");
         assert_eq!(req.key_params.length, Some(256));
     }
@@ -746,7 +980,9 @@ mod tests {
                 no_wait,
                 timeout,
                 idempotency_key,
+                derivation_path,
             } => {
+                assert_eq!(derivation_path, None);
                 assert_eq!(key_id, "k1");
                 assert_eq!(digest_hex, "abcd");
                 assert!(no_wait);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dkms_proto::api::{
-    CreatePodRequest, Envelope, JoinTokenResponse, KeyGenResponse, RecoverKeyRequest, SignRequest,
+    CreatePodRequest, Envelope, JoinTokenResponse, KeyGenResponse, RecoverKeyRequest,
     SignRequestResponse,
 };
 use dkms_proto::{ErrorCode, TaskStatus};
@@ -24,11 +24,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+pub use dkms_proto::api::{DerivedKey, SignRequest};
 pub use dkms_proto::api::{
     Health, KeyGenRequest, KeyIdRequest, KeyImportRequest, KeyImportResponse,
     KeyImportSharesRequest, KeyInfo, KeyList, KeyParams, KeyUpdateRequest, PodInfo,
     ScheduleDeletionRequest, SealedShare, SignInfo, TaskInfo,
 };
+
+pub use dkms_proto::api::{NodeGroupInfo, NodeGroupRequest};
 
 /// Lifecycle changes that take only a key id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +310,47 @@ impl Client {
         self.get(PATH_LIST_PODS, &[], REQUEST_TIMEOUT).await
     }
 
+    /// `POST /api/mappic/pod/setRegion`: labels where a node runs (`""` clears it);
+    /// returns the node.
+    pub async fn set_region(&self, node_tag: &str, region: &str) -> Result<PodInfo, ClientError> {
+        let body = dkms_proto::api::SetRegionRequest {
+            node_tag: node_tag.to_owned(),
+            region: region.to_owned(),
+        };
+        self.post("/api/mappic/pod/setRegion", &body, None).await
+    }
+
+    /// `POST /api/mappic/group/create`: a named set of nodes that key generation can name
+    /// instead of listing participants.
+    pub async fn create_group(&self, req: &NodeGroupRequest) -> Result<NodeGroupInfo, ClientError> {
+        self.post("/api/mappic/group/create", req, None).await
+    }
+
+    /// `GET /api/mappic/group/get?name=...`.
+    pub async fn get_group(&self, name: &str) -> Result<NodeGroupInfo, ClientError> {
+        self.get("/api/mappic/group/get", &[("name", name)], REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// `GET /api/mappic/group/list`: every group, by name.
+    pub async fn list_groups(&self) -> Result<Vec<NodeGroupInfo>, ClientError> {
+        self.get("/api/mappic/group/list", &[], REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// `POST /api/mappic/group/update`: replaces the group's members and settings.
+    pub async fn update_group(&self, req: &NodeGroupRequest) -> Result<NodeGroupInfo, ClientError> {
+        self.post("/api/mappic/group/update", req, None).await
+    }
+
+    /// `POST /api/mappic/group/delete`; refused (`CONFLICT`) while keys use the group.
+    pub async fn delete_group(&self, name: &str) -> Result<String, ClientError> {
+        let body = dkms_proto::api::GroupNameRequest {
+            name: name.to_owned(),
+        };
+        self.post("/api/mappic/group/delete", &body, None).await
+    }
+
     /// `POST /api/mappic/dkms/key/gen`: starts a key generation; returns the key id at once.
     pub async fn generate_key(&self, req: &KeyGenRequest) -> Result<String, ClientError> {
         self.generate_key_inner(req, None).await
@@ -333,7 +377,7 @@ impl Client {
 
     /// `GET /api/mappic/dkms/key/list`: one page of keys, newest first. `query` holds
     /// the filters and paging parameters (`status`, `state`, `label` as `name=value`,
-    /// `pageSize`, `pageToken`).
+    /// `nodeGroup`, `pageSize`, `pageToken`).
     pub async fn list_keys(&self, query: &[(&str, &str)]) -> Result<KeyList, ClientError> {
         self.get("/api/mappic/dkms/key/list", query, REQUEST_TIMEOUT)
             .await
@@ -458,9 +502,30 @@ impl Client {
         let body = SignRequest {
             digest_hex: digest_hex.to_owned(),
             key_id: key_id.to_owned(),
+            derivation_path: None,
         };
-        let resp: SignRequestResponse = self.post(PATH_SIGN_REQ, &body, idempotency_key).await?;
+        self.request_sign_body(&body, idempotency_key).await
+    }
+
+    /// `POST /api/mappic/dkms/sign/req` with every field of [`SignRequest`] (a
+    /// `derivationPath`, say).
+    pub async fn request_sign_body(
+        &self,
+        body: &SignRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let resp: SignRequestResponse = self.post(PATH_SIGN_REQ, body, idempotency_key).await?;
         Ok(resp.instance_id)
+    }
+
+    /// `GET /api/mappic/dkms/key/derive`: the child key of `key_id` at `path` (`m/…`).
+    pub async fn derive_key(&self, key_id: &str, path: &str) -> Result<DerivedKey, ClientError> {
+        self.get(
+            "/api/mappic/dkms/key/derive",
+            &[("keyId", key_id), ("path", path)],
+            REQUEST_TIMEOUT,
+        )
+        .await
     }
 
     /// `GET /api/mappic/dkms/sign/get?instanceId=...`.

@@ -188,9 +188,81 @@ fn keygen_request() -> KeyGenRequest {
             length: None,
         },
         service_participants: vec!["a".into(), "b".into(), "c".into()],
-        threshold: 2,
-        total_shares: 3,
+        threshold: Some(2),
+        total_shares: Some(3),
+        node_group: None,
     }
+}
+
+fn group_info() -> serde_json::Value {
+    json!({
+        "name": "treasury", "members": ["a", "b", "c"], "threshold": 2, "totalShares": 3,
+        "minRegions": 2, "regions": ["eu", "us"], "description": "",
+        "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2025-01-01T00:00:00Z"
+    })
+}
+
+#[tokio::test]
+async fn node_groups_and_regions() {
+    let srv = TestServer::start(|n, _| match n {
+        0 => ok(json!({
+            "nodeTag": "a", "status": "ACTIVE", "connected": true, "signingKey": null,
+            "encryptionKey": null, "region": "eu", "createdAt": "2025-01-01T00:00:00Z"
+        })),
+        3 => ok(json!([group_info()])),
+        5 => ok(json!("treasury")),
+        6 => ok(json!({"keyId": "k-1"})),
+        _ => ok(group_info()),
+    })
+    .await;
+    let c = srv.client();
+    assert_eq!(c.set_region("a", "eu").await.unwrap().region, "eu");
+    let req = NodeGroupRequest {
+        name: "treasury".into(),
+        members: vec!["a".into(), "b".into(), "c".into()],
+        threshold: 2,
+        min_regions: Some(2),
+        description: None,
+    };
+    assert_eq!(c.create_group(&req).await.unwrap().regions, ["eu", "us"]);
+    assert_eq!(c.get_group("treasury").await.unwrap().total_shares, 3);
+    assert_eq!(c.list_groups().await.unwrap().len(), 1);
+    assert_eq!(c.update_group(&req).await.unwrap().min_regions, 2);
+    assert_eq!(c.delete_group("treasury").await.unwrap(), "treasury");
+    let by_group = KeyGenRequest {
+        service_participants: Vec::new(),
+        threshold: None,
+        total_shares: None,
+        node_group: Some("treasury".into()),
+        ..keygen_request()
+    };
+    c.generate_key(&by_group).await.unwrap();
+    let reqs = srv.requests();
+    let seen: Vec<(&str, &str)> = reqs.iter().map(|r| (r.method.as_str(), r.path())).collect();
+    assert_eq!(
+        seen,
+        [
+            ("POST", "/api/mappic/pod/setRegion"),
+            ("POST", "/api/mappic/group/create"),
+            ("GET", "/api/mappic/group/get"),
+            ("GET", "/api/mappic/group/list"),
+            ("POST", "/api/mappic/group/update"),
+            ("POST", "/api/mappic/group/delete"),
+            ("POST", "/api/mappic/dkms/key/gen"),
+        ]
+    );
+    assert_eq!(reqs[0].json(), json!({"nodeTag": "a", "region": "eu"}));
+    assert_eq!(
+        reqs[1].json(),
+        json!({"name": "treasury", "members": ["a", "b", "c"], "threshold": 2, "minRegions": 2})
+    );
+    assert_eq!(reqs[2].query("name").as_deref(), Some("treasury"));
+    assert_eq!(reqs[5].json(), json!({"name": "treasury"}));
+    // Only the fields a group request uses go on the wire.
+    assert_eq!(
+        reqs[6].json(),
+        json!({"keyParams": {"type": "ECDSA_K1", "length": null}, "nodeGroup": "treasury"})
+    );
 }
 
 #[tokio::test]

@@ -14,10 +14,10 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Extension, Json, Router};
 use dkms_proto::api::TaskInfo;
 use dkms_proto::api::{
-    CreatePodRequest, Envelope, Health, JoinTokenResponse, KeyGenRequest, KeyGenResponse,
-    KeyIdRequest, KeyImportRequest, KeyImportResponse, KeyImportSharesRequest, KeyInfo, KeyList,
-    KeyUpdateRequest, PodInfo, RecoverKeyRequest, ScheduleDeletionRequest, SignInfo, SignRequest,
-    SignRequestResponse,
+    CreatePodRequest, DerivedKey, Envelope, Health, JoinTokenResponse, KeyGenRequest,
+    KeyGenResponse, KeyIdRequest, KeyImportRequest, KeyImportResponse, KeyImportSharesRequest,
+    KeyInfo, KeyList, KeyUpdateRequest, PodInfo, RecoverKeyRequest, ScheduleDeletionRequest,
+    SignInfo, SignRequest, SignRequestResponse,
 };
 use dkms_proto::{Digest32, ErrorCode, KeyId, KeyType, NodeTag, TaskStatus};
 use serde::Deserialize;
@@ -27,6 +27,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
+
+mod groups;
 
 /// Most parties a key may have (DKG cost grows with n²).
 pub const MAX_PARTIES: usize = 16;
@@ -99,6 +101,32 @@ fn routes() -> Vec<Route> {
         route(Post, "/api/mappic/pod/joinToken", Bearer, join_token),
         route(Get, "/api/mappic/pod/list", Bearer, list_pods),
         route(Post, "/api/mappic/pod/resetPod", Bearer, reset_pod),
+        route(
+            Post,
+            "/api/mappic/pod/setRegion",
+            Bearer,
+            groups::set_region,
+        ),
+        route(
+            Post,
+            "/api/mappic/group/create",
+            Bearer,
+            groups::group_create,
+        ),
+        route(Get, "/api/mappic/group/get", Bearer, groups::group_get),
+        route(Get, "/api/mappic/group/list", Bearer, groups::group_list),
+        route(
+            Post,
+            "/api/mappic/group/update",
+            Bearer,
+            groups::group_update,
+        ),
+        route(
+            Post,
+            "/api/mappic/group/delete",
+            Bearer,
+            groups::group_delete,
+        ),
         route(Post, "/api/mappic/dkms/key/gen", Bearer, key_gen),
         route(Get, "/api/mappic/dkms/key/get", Bearer, key_get),
         route(Post, "/api/mappic/dkms/key/import", Bearer, key_import),
@@ -120,6 +148,7 @@ fn routes() -> Vec<Route> {
         ),
         route(Post, "/api/mappic/dkms/key/refresh", Bearer, key_refresh),
         route(Post, "/api/mappic/dkms/key/recover", Bearer, key_recover),
+        route(Get, "/api/mappic/dkms/key/derive", Bearer, key_derive),
         route(Get, "/api/mappic/dkms/task/get", Bearer, task_get),
         with_body_limit(
             route(
@@ -456,15 +485,23 @@ async fn list_pods(State(state): State<AppState>) -> ApiResult<Json<Envelope<Vec
     let nodes = state.store.list_nodes().await?;
     Ok(ok(nodes
         .into_iter()
-        .map(|n| PodInfo {
-            connected: connected.contains(&n.tag),
-            node_tag: n.tag,
-            status: n.status,
-            signing_key: n.signing_key,
-            encryption_key: n.encryption_key,
-            created_at: rfc3339(n.created_at),
+        .map(|n| {
+            let up = connected.contains(&n.tag);
+            pod_info(n, up)
         })
         .collect()))
+}
+
+fn pod_info(n: dkms_store::NodeRow, connected: bool) -> PodInfo {
+    PodInfo {
+        connected,
+        node_tag: n.tag,
+        status: n.status,
+        signing_key: n.signing_key,
+        encryption_key: n.encryption_key,
+        region: n.region,
+        created_at: rfc3339(n.created_at),
+    }
 }
 
 // ---- keys ----
@@ -484,13 +521,29 @@ struct KeygenPlan {
     participants: Vec<NodeTag>,
 }
 
-fn plan_keygen(req: &KeyGenRequest) -> ApiResult<KeygenPlan> {
-    plan_key(
+/// Validates a key/gen request: its own participant list, or a node group's members
+/// (then the group's name is returned too, for the key to remember).
+async fn plan_keygen(
+    state: &AppState,
+    req: &KeyGenRequest,
+) -> ApiResult<(KeygenPlan, Option<dkms_proto::GroupName>)> {
+    if let Some(group) = &req.node_group {
+        let (plan, name) = groups::plan_group_keygen(state, req, group).await?;
+        return Ok((plan, Some(name)));
+    }
+    let threshold = req.threshold.ok_or_else(|| {
+        ApiError::invalid("threshold is required (or name a nodeGroup to use its threshold)")
+    })?;
+    let total_shares = req.total_shares.ok_or_else(|| {
+        ApiError::invalid("totalShares is required (or name a nodeGroup to use its members)")
+    })?;
+    let plan = plan_key(
         &req.key_params,
         &req.service_participants,
-        req.threshold,
-        req.total_shares,
-    )
+        threshold,
+        total_shares,
+    )?;
+    Ok((plan, None))
 }
 
 /// Validates the parameters every key-creating request shares.
@@ -572,11 +625,18 @@ async fn key_gen(
     ApiJson(req): ApiJson<KeyGenRequest>,
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyGen", &req, || async {
-        let plan = plan_keygen(&req)?;
+        let (plan, group) = plan_keygen(&state, &req).await?;
         check_nodes(&state, &plan).await?;
         let permit = admit_task(&state)?;
         let key_id = KeyId::new_random().to_string();
-        insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_GENERATED).await?;
+        insert_key_row(
+            &state,
+            &key_id,
+            &plan,
+            dkms_store::ORIGIN_GENERATED,
+            group.as_ref(),
+        )
+        .await?;
         tracing::info!(key_id = %key_id, principal = %principal.id, "key generation requested");
         orchestrator::spawn_keygen(state.clone(), key_id.clone(), permit);
         to_value(KeyGenResponse { key_id })
@@ -611,6 +671,7 @@ async fn insert_key_row(
     key_id: &str,
     plan: &KeygenPlan,
     origin: &str,
+    node_group: Option<&dkms_proto::GroupName>,
 ) -> ApiResult<()> {
     state
         .store
@@ -631,6 +692,7 @@ async fn insert_key_row(
             description: String::new(),
             deletion_at: None,
             generation: 0,
+            node_group: node_group.map(|g| g.to_string()),
             created_at: state.clock.now_ms(),
         })
         .await
@@ -638,6 +700,10 @@ async fn insert_key_row(
             dkms_store::StoreError::Conflict => {
                 ApiError::new(ErrorCode::Conflict, format!("key {key_id} already exists"))
             }
+            dkms_store::StoreError::GroupNotFound(g) => ApiError::new(
+                ErrorCode::GroupNotFound,
+                format!("node group {g} was deleted while the key was being created"),
+            ),
             other => other.into(),
         })
 }
@@ -707,7 +773,7 @@ async fn key_import(
                 .take()
                 .ok_or_else(|| ApiError::internal("import ran twice"))?;
             let key_id = KeyId::new_random().to_string();
-            insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_IMPORTED).await?;
+            insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_IMPORTED, None).await?;
             tracing::info!(key_id = %key_id, principal = %principal.id, "key import requested");
             orchestrator::spawn_import(
                 state.clone(),
@@ -769,7 +835,7 @@ async fn key_import_shares(
         }
         check_nodes(&state, &plan).await?;
         let permit = admit_task(&state)?;
-        insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_IMPORTED).await?;
+        insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_IMPORTED, None).await?;
         tracing::info!(key_id = %key_id, principal = %principal.id, "client-side key import requested");
         orchestrator::spawn_import(
             state.clone(),
@@ -800,6 +866,7 @@ struct ListQuery {
     state: Option<String>,
     /// `name=value`
     label: Option<String>,
+    node_group: Option<String>,
     page_size: Option<u32>,
     page_token: Option<String>,
 }
@@ -857,10 +924,20 @@ async fn key_list(
                 .ok_or_else(|| ApiError::invalid("pageToken is not one this gateway issued"))
         })
         .transpose()?;
+    let node_group = q
+        .node_group
+        .as_deref()
+        .map(|g| {
+            g.parse::<dkms_proto::GroupName>()
+                .map(|g| g.to_string())
+                .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("nodeGroup: {e}")))
+        })
+        .transpose()?;
     let filter = dkms_store::KeyFilter {
         status,
         state: q.state.clone(),
         label,
+        node_group,
     };
     let rows = state.store.list_keys(&filter, after, page_size + 1).await?;
     let more = rows.len() > page_size as usize;
@@ -1305,6 +1382,7 @@ async fn key_info(state: &AppState, row: dkms_store::KeyRow) -> ApiResult<KeyInf
         description: row.description,
         deletion_at: row.deletion_at.map(rfc3339),
         generation: row.generation,
+        node_group: row.node_group,
         created_at: rfc3339(row.created_at),
     })
 }
@@ -1343,6 +1421,13 @@ async fn sign_req(
                 ),
             ));
         }
+        let derivation_path = match &req.derivation_path {
+            None => None,
+            Some(p) => {
+                let (path, _) = derived(&state, &key, p).await?;
+                Some(dkms_mpc::derive::format_path(&path))
+            }
+        };
         let permit = admit_task(&state)?;
         let instance_id = uuid::Uuid::new_v4().to_string();
         state
@@ -1356,6 +1441,7 @@ async fn sign_req(
                 signers: Vec::new(),
                 error_code: None,
                 error_message: None,
+                derivation_path,
                 created_at: state.clock.now_ms(),
             })
             .await?;
@@ -1422,8 +1508,63 @@ fn sign_info(row: dkms_store::SignRow) -> ApiResult<SignInfo> {
         error_message: row.error_message,
         error_code: row.error_code,
         signers: row.signers,
+        derivation_path: row.derivation_path,
         created_at: rfc3339(row.created_at),
     })
+}
+
+/// Parses a `derivationPath` and derives the child of a finished key: (path, child public
+/// key, child chain code).
+async fn derived(
+    state: &AppState,
+    key: &dkms_store::KeyRow,
+    raw: &str,
+) -> ApiResult<(Vec<u32>, (Vec<u8>, [u8; 32]))> {
+    let path = dkms_mpc::derive::parse_path(raw)
+        .map_err(|e| ApiError::invalid(format!("derivationPath: {e}")))?;
+    let public_key = key
+        .public_key
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::KeyNotReady,
+                format!("key {} has no public key yet", key.key_id),
+            )
+        })?;
+    let chain_code = state.store.get_chain_code(&key.key_id).await?;
+    let child = orchestrator::child_key(&public_key, chain_code.as_deref(), &path)
+        .map_err(|e| ApiError::invalid(format!("derivationPath: {e}")))?;
+    Ok((path, child))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeriveQuery {
+    key_id: Option<String>,
+    path: Option<String>,
+}
+
+async fn key_derive(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<DeriveQuery>,
+) -> ApiResult<Json<Envelope<DerivedKey>>> {
+    let key = existing_key(&state, q.key_id.as_deref().unwrap_or_default()).await?;
+    let raw = q
+        .path
+        .as_deref()
+        .ok_or_else(|| ApiError::invalid("path: missing (a BIP-32 path such as m/44/60/0/0/7)"))?;
+    let (path, (public_key, chain_code)) = derived(&state, &key, raw).await?;
+    let pem = dkms_mpc::ecdsa::public_key_pem(&public_key).map_err(ApiError::internal)?;
+    let address = dkms_mpc::ecdsa::eth_address(&public_key).map_err(ApiError::internal)?;
+    Ok(ok(DerivedKey {
+        key_id: key.key_id,
+        derivation_path: dkms_mpc::derive::format_path(&path),
+        public_key: pem,
+        public_key_hex: hex::encode(&public_key),
+        address: Some(address),
+        chain_code: hex::encode(chain_code),
+    }))
 }
 
 #[cfg(test)]

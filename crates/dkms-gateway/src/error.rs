@@ -47,6 +47,15 @@ impl From<dkms_store::StoreError> for ApiError {
             dkms_store::StoreError::Conflict => {
                 ApiError::new(ErrorCode::Conflict, "the record already exists")
             }
+            dkms_store::StoreError::UnknownNode(tag) => {
+                ApiError::new(ErrorCode::NodeNotFound, format!("unknown node tag {tag}"))
+            }
+            dkms_store::StoreError::GroupNotFound(g) => {
+                ApiError::new(ErrorCode::GroupNotFound, format!("no node group named {g}"))
+            }
+            e @ dkms_store::StoreError::GroupInUse { .. } => {
+                ApiError::new(ErrorCode::Conflict, e.to_string())
+            }
             other => ApiError::internal(other),
         }
     }

@@ -117,11 +117,17 @@ fn spawn_key_task(
             let result = run_key_task(&state, &key_id, import).await;
             let now = state.clock.now_ms();
             let stored = match result {
-                Ok((pk, address)) => {
+                Ok(made) => {
                     info!("key ready");
                     state
                         .store
-                        .finish_key(&key_id, &pk, address.as_deref(), now)
+                        .finish_key(
+                            &key_id,
+                            &made.public_key,
+                            made.address.as_deref(),
+                            Some(&made.chain_code),
+                            now,
+                        )
                         .await
                 }
                 Err(f) => {
@@ -175,11 +181,18 @@ async fn peers_of(state: &AppState, participants: &[NodeTag]) -> Result<Vec<Peer
     Ok(peers)
 }
 
+/// What every node reported about a key it now holds a share of (hex).
+struct MadeKey {
+    public_key: String,
+    address: Option<String>,
+    chain_code: String,
+}
+
 async fn run_key_task(
     state: &AppState,
     key_id: &str,
     import: Option<ImportSource>,
-) -> Result<(String, Option<String>), TaskFailure> {
+) -> Result<MadeKey, TaskFailure> {
     let _running = state
         .sessions
         .acquire()
@@ -239,10 +252,13 @@ async fn run_key_task(
             (outcomes, Some(public_key))
         }
     };
-    let mut keys: BTreeMap<Vec<u8>, Vec<NodeTag>> = BTreeMap::new();
+    let mut keys: BTreeMap<(Vec<u8>, [u8; 32]), Vec<NodeTag>> = BTreeMap::new();
     for (tag, outcome) in outcomes {
         match outcome {
-            Outcome::KeyGenerated { public_key } => keys.entry(public_key).or_default().push(tag),
+            Outcome::KeyGenerated {
+                public_key,
+                chain_code,
+            } => keys.entry((public_key, chain_code)).or_default().push(tag),
             Outcome::Signed { .. }
             | Outcome::Deleted
             | Outcome::Promoted { .. }
@@ -257,10 +273,10 @@ async fn run_key_task(
     if keys.len() != 1 {
         return Err(TaskFailure::new(
             ErrorCode::ProtocolFailed,
-            "the nodes reported different public keys; the key is not usable",
+            "the nodes reported different public keys or chain codes; the key is not usable",
         ));
     }
-    let Some(pk) = keys.into_keys().next() else {
+    let Some((pk, chain_code)) = keys.into_keys().next() else {
         return Err(TaskFailure::new(
             ErrorCode::ProtocolFailed,
             "no public key reported",
@@ -280,7 +296,11 @@ async fn run_key_task(
             format!("the nodes reported an invalid public key: {e}"),
         )
     })?;
-    Ok((hex::encode(pk), Some(address)))
+    Ok(MadeKey {
+        public_key: hex::encode(pk),
+        address: Some(address),
+        chain_code: hex::encode(chain_code),
+    })
 }
 
 /// The per-node sealed shares of an import and the public key they must add up to. A
@@ -524,7 +544,7 @@ async fn run_maintenance(
     .await?;
     for (tag, outcome) in &outcomes {
         match outcome {
-            Outcome::KeyGenerated { public_key } if *public_key == expected => {}
+            Outcome::KeyGenerated { public_key, .. } if *public_key == expected => {}
             _ => {
                 return Err(TaskFailure {
                     code: ErrorCode::ProtocolFailed,
@@ -697,6 +717,24 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "stored digest is malformed"))?;
+    let path = match task.derivation_path.as_deref() {
+        None => Vec::new(),
+        Some(p) => dkms_mpc::derive::parse_path(p)
+            .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?,
+    };
+    // The signature must verify under the child key the path names.
+    let public_key = if path.is_empty() {
+        public_key
+    } else {
+        let chain_code = state
+            .store
+            .get_chain_code(&key.key_id)
+            .await
+            .map_err(internal)?;
+        child_key(&public_key, chain_code.as_deref(), &path)
+            .map_err(|e| TaskFailure::new(ErrorCode::InvalidParameter, e))?
+            .0
+    };
     let key_uuid = uuid::Uuid::parse_str(&key.key_id)
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
     let participants = tags(&key.participants)?;
@@ -749,6 +787,7 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
             signers: signers.clone(),
             digest,
             generation: key.generation,
+            derivation_path: path.clone(),
         };
         match run_session(
             state,
@@ -774,6 +813,25 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
     }
     Err(last_failure
         .unwrap_or_else(|| TaskFailure::new(ErrorCode::ProtocolFailed, "signing failed")))
+}
+
+/// The SEC1 compressed public key and the chain code of the child of a key at a BIP-32
+/// `path` (the key itself for an empty path), from the key's public key and chain code (hex).
+pub fn child_key(
+    public_key: &[u8],
+    chain_code: Option<&str>,
+    path: &[u32],
+) -> Result<(Vec<u8>, [u8; 32]), String> {
+    let chain_code: [u8; 32] = chain_code
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or("this key has no recorded chain code (it was made before derivation was supported); it cannot derive child keys")?;
+    if path.is_empty() {
+        return Ok((public_key.to_vec(), chain_code));
+    }
+    dkms_mpc::derive::derive_public_key(public_key, &chain_code, path)
+        .map(|(k, c)| (k.to_vec(), c))
+        .map_err(|e| e.to_string())
 }
 
 /// Every signer computes the signature; all must agree and it must verify under the key.

@@ -9,6 +9,7 @@
 //! (`getrandom`); neither crate lets a caller inject an RNG.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod derive;
 pub mod ecdsa;
 pub mod envelope;
 mod error;

@@ -18,11 +18,13 @@ pub enum SessionKind<'a> {
         participants: &'a [NodeTag],
         encryption_keys: &'a [[u8; 32]],
     },
+    /// `derivation_path` is the BIP-32 path of the child key that signs (empty: the key).
     Sign {
         threshold: u8,
         participants: &'a [NodeTag],
         signers: &'a [NodeTag],
         digest: &'a [u8; 32],
+        derivation_path: &'a [u32],
     },
     /// A complete refresh of every party's share of the key with this public key. The
     /// members and their keys are the ones the new shares will carry: after a repair, a
@@ -75,6 +77,7 @@ pub fn session_id(
             participants,
             signers,
             digest,
+            derivation_path,
         } => {
             h.field(b"sign");
             h.field(key_id.as_bytes());
@@ -83,6 +86,10 @@ pub fn session_id(
             h.tags(participants);
             h.tags(signers);
             h.field(digest.as_slice());
+            h.0.update((derivation_path.len() as u32).to_be_bytes());
+            for i in derivation_path.iter() {
+                h.field(&i.to_be_bytes());
+            }
         }
         SessionKind::Refresh {
             threshold,
@@ -197,6 +204,7 @@ mod tests {
                     participants: parts,
                     signers,
                     digest,
+                    derivation_path: &[],
                 },
                 &nonce,
             )
@@ -272,6 +280,30 @@ mod tests {
                 &nonce,
             ),
             sg(&p, &s, &d),
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Sign {
+                    threshold: 2,
+                    participants: &p,
+                    signers: &s,
+                    digest: &d,
+                    derivation_path: &[0],
+                },
+                &nonce,
+            ),
+            session_id(
+                &key,
+                scheme,
+                &SessionKind::Sign {
+                    threshold: 2,
+                    participants: &p,
+                    signers: &s,
+                    digest: &d,
+                    derivation_path: &[0, 0],
+                },
+                &nonce,
+            ),
             sg(&p, &s2, &d),
             sg(&p, &s, &d2),
             sg(&p_swapped, &s, &d),

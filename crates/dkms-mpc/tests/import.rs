@@ -82,6 +82,7 @@ fn sign_with(shares: &[Vec<u8>], signers: &[PartyIndex], digest: [u8; 32]) -> Si
             participants: &all,
             signers: &signer_tags,
             digest: &digest,
+            derivation_path: &[],
         },
         &[0x5A; 32],
     );

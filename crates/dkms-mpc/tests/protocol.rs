@@ -116,6 +116,7 @@ fn sign_id(share: &KeyShare, signers: &[PartyIndex], digest: &[u8; 32]) -> [u8; 
             participants: &all,
             signers: &signer_tags,
             digest,
+            derivation_path: &[],
         },
         &[0xCD; 32],
     )

@@ -454,7 +454,8 @@ async fn drive_session(
             signers,
             digest,
             generation,
-        } => prepare_sign(ctx, &start, signers, digest, *generation).await?,
+            derivation_path,
+        } => prepare_sign(ctx, &start, signers, digest, *generation, derivation_path).await?,
         Operation::Refresh {
             generation,
             replacement,
@@ -564,7 +565,9 @@ async fn drive_session(
                 send_all(ctx, &roster, &start, outgoing, out).await?;
                 return match (roster.disposition, output) {
                     (Disposition::Stage(generation), SessionOutput::Key(share)) => {
-                        stage(ctx, key_id, generation, share).await
+                        let outcome = stage(ctx, key_id, generation, share).await?;
+                        pin_replacement(ctx, &start.operation).await?;
+                        Ok(outcome)
                     }
                     (Disposition::Repaired(generation), SessionOutput::Key(share)) => {
                         store_repaired(ctx, key_id, generation, share).await
@@ -905,7 +908,8 @@ async fn prepare_refresh(
 }
 
 /// Puts a recovery's replacement in the lost member's place in `share` (the recipient's
-/// repaired share has it already) and pins its key, so that later keys with it work.
+/// repaired share has it already). Its key is pinned only once the refresh has produced
+/// this node's new share (see [`drive_session`]).
 async fn adopt_replacement(
     ctx: &Arc<NodeContext>,
     share: &mut KeyShare,
@@ -940,14 +944,32 @@ async fn adopt_replacement(
             .replace_participant((index + 1) as PartyIndex, member)
             .map_err(|e| Failure::bad(e.to_string()))?;
     }
-    if r.member.tag != ctx.tag {
-        let store = ctx.store.clone();
-        let (tag, key) = (r.member.tag.clone(), r.member.encryption_key);
-        blocking(move || store.repin_peer(tag.as_str(), &key))
-            .await?
-            .map_err(|e| Failure::internal(e.to_string()))?;
+    if r.member.tag == ctx.tag && r.member.encryption_key != ctx.enc.public_key() {
+        return Err(Failure::bad(
+            "the gateway announced a different encryption key for this node",
+        ));
     }
     Ok(())
+}
+
+/// After a recovery's refresh completed here: pin the replacement's key, so later keys
+/// with it work. Not before: a refresh that never ran through must not move a pin.
+async fn pin_replacement(ctx: &Arc<NodeContext>, operation: &Operation) -> Result<(), Failure> {
+    let Operation::Refresh {
+        replacement: Some(r),
+        ..
+    } = operation
+    else {
+        return Ok(());
+    };
+    if r.member.tag == ctx.tag {
+        return Ok(());
+    }
+    let store = ctx.store.clone();
+    let (tag, key) = (r.member.tag.clone(), r.member.encryption_key);
+    blocking(move || store.repin_peer(tag.as_str(), &key))
+        .await?
+        .map_err(|e| Failure::internal(e.to_string()))
 }
 
 /// The parameters of a repair as the gateway sent them.
@@ -1116,6 +1138,7 @@ async fn prepare_sign(
     signers: &[NodeTag],
     digest: &[u8; 32],
     generation: u32,
+    derivation_path: &[u32],
 ) -> Result<(Roster, Box<dyn Session>), Failure> {
     let store = ctx.store.clone();
     let key_id = start.key_id;
@@ -1156,6 +1179,7 @@ async fn prepare_sign(
             participants: &participants,
             signers,
             digest,
+            derivation_path,
         },
         &start.nonce,
     );
@@ -1172,6 +1196,17 @@ async fn prepare_sign(
             .enumerate()
             .map(|(i, p)| ((i + 1) as PartyIndex, p.clone()))
             .collect(),
+    };
+    let share = if derivation_path.is_empty() {
+        share
+    } else {
+        if derivation_path.len() > dkms_mpc::derive::MAX_DEPTH {
+            return Err(Failure::bad("derivation path is too deep"));
+        }
+        let path = derivation_path.to_vec();
+        blocking(move || share.derive(&path))
+            .await?
+            .map_err(|e| Failure::bad(e.to_string()))?
     };
     let session = dkms_mpc::sign(
         share,
@@ -1226,7 +1261,7 @@ async fn stage(
     generation: u32,
     share: KeyShare,
 ) -> Result<Outcome, Failure> {
-    let public_key = share.public_key().to_vec();
+    let (public_key, chain_code) = (share.public_key().to_vec(), share.chain_code());
     let store = ctx.store.clone();
     blocking(move || {
         let bytes = share.to_bytes();
@@ -1235,7 +1270,10 @@ async fn stage(
     .await?
     .map_err(|e| Failure::internal(format!("staging the refreshed share: {e}")))?;
     info!(generation, "refreshed share staged");
-    Ok(Outcome::KeyGenerated { public_key })
+    Ok(Outcome::KeyGenerated {
+        public_key,
+        chain_code,
+    })
 }
 
 async fn store_repaired(
@@ -1268,7 +1306,7 @@ async fn finish(
 ) -> Result<Outcome, Failure> {
     match output {
         SessionOutput::Key(share) => {
-            let public_key = share.public_key().to_vec();
+            let (public_key, chain_code) = (share.public_key().to_vec(), share.chain_code());
             let store = ctx.store.clone();
             blocking(move || {
                 let bytes = share.to_bytes();
@@ -1277,7 +1315,10 @@ async fn finish(
             .await?
             .map_err(|e| Failure::internal(format!("storing the share: {e}")))?;
             info!("share stored");
-            Ok(Outcome::KeyGenerated { public_key })
+            Ok(Outcome::KeyGenerated {
+                public_key,
+                chain_code,
+            })
         }
         SessionOutput::Signature(sig) => Ok(Outcome::Signed {
             signature: sig.to_bytes().to_vec(),

@@ -55,7 +55,59 @@ pub struct PodInfo {
     pub signing_key: Option<String>,
     /// Hex of the node's X25519 encryption key, once joined.
     pub encryption_key: Option<String>,
+    /// Where the node runs (`pod/setRegion`); empty when not set.
+    #[serde(default)]
+    pub region: String,
     pub created_at: String,
+}
+
+/// `POST /api/mappic/pod/setRegion`: labels where a node runs (empty clears it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetRegionRequest {
+    pub node_tag: String,
+    pub region: String,
+}
+
+/// `POST /api/mappic/group/create` and `group/update`: a named set of nodes that
+/// key/gen can name instead of listing participants.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGroupRequest {
+    pub name: String,
+    /// Node tags in the party order keys made from the group get.
+    pub members: Vec<String>,
+    /// Default threshold (t) of keys made from the group; n is the number of members.
+    pub threshold: i64,
+    /// Distinct regions the members' shares must span (0 or absent: no requirement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_regions: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Body of `group/delete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupNameRequest {
+    pub name: String,
+}
+
+/// One node group as `group/get`, `group/list`, `group/create` and `group/update` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGroupInfo {
+    pub name: String,
+    pub members: Vec<String>,
+    pub threshold: u8,
+    /// The number of members.
+    pub total_shares: u8,
+    pub min_regions: u8,
+    /// The distinct non-empty regions the members are in now, sorted.
+    pub regions: Vec<String>,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
 }
 
 /// The join token a deployment hands to a new node (returned by `pod/joinToken`).
@@ -80,9 +132,18 @@ pub struct KeyParams {
 #[serde(rename_all = "camelCase")]
 pub struct KeyGenRequest {
     pub key_params: KeyParams,
+    /// The share holders in party order; leave empty when naming a `node_group`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_participants: Vec<String>,
-    pub threshold: i64,
-    pub total_shares: i64,
+    /// Required with `service_participants`; with a `node_group`, the group's if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<i64>,
+    /// As `threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_shares: Option<i64>,
+    /// A node group whose members hold the shares, instead of `service_participants`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_group: Option<String>,
 }
 
 /// `POST /api/mappic/dkms/key/import`: as key/gen plus the key as PEM. The gateway
@@ -173,6 +234,9 @@ pub struct KeyInfo {
     /// Share generation: 0 at creation, +1 per committed refresh.
     #[serde(default)]
     pub generation: u32,
+    /// The node group the key was made from, if key/gen named one.
+    #[serde(default)]
+    pub node_group: Option<String>,
     pub created_at: String,
 }
 
@@ -245,6 +309,25 @@ pub struct ScheduleDeletionRequest {
 pub struct SignRequest {
     pub digest_hex: String,
     pub key_id: String,
+    /// A BIP-32 non-hardened path (`m/44/60/0/0/7`): the child key at that path signs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_path: Option<String>,
+}
+
+/// `GET /api/mappic/dkms/key/derive?keyId=...&path=m/...`: a child key of a key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DerivedKey {
+    pub key_id: String,
+    /// The path in canonical form.
+    pub derivation_path: String,
+    /// PEM SubjectPublicKeyInfo of the child key.
+    pub public_key: String,
+    /// SEC1 compressed child public key, hex.
+    pub public_key_hex: String,
+    pub address: Option<String>,
+    /// The chain code of the child (with `publicKeyHex`, an extended public key), hex.
+    pub chain_code: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -272,6 +355,9 @@ pub struct SignInfo {
     pub error_code: Option<String>,
     /// Tags of the nodes that took part in the signing session.
     pub signers: Vec<String>,
+    /// The BIP-32 path of the child key that signed, if not the key itself.
+    #[serde(default)]
+    pub derivation_path: Option<String>,
     pub created_at: String,
 }
 

@@ -206,9 +206,145 @@ impl fmt::Display for TaskStatus {
     }
 }
 
+/// A node group's name: 1–64 characters of `[A-Za-z0-9_-]`, as node tags.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for GroupName {
+    type Error = ParseError;
+
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(ParseError(format!(
+                "group name must be 1 to {} characters long, got {}",
+                Self::MAX_LEN,
+                s.chars().count()
+            )));
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        {
+            return Err(ParseError(format!(
+                "group name may contain only letters, digits, '_' and '-', found {bad:?}"
+            )));
+        }
+        Ok(GroupName(s))
+    }
+}
+
+impl FromStr for GroupName {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        GroupName::try_from(s.to_owned())
+    }
+}
+
+impl From<GroupName> for String {
+    fn from(g: GroupName) -> String {
+        g.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a node runs, as its operator labels it (`eu-west-1`, `dc2.rack4`): 0–64
+/// characters of `[A-Za-z0-9_.-]`; empty means not set. Groups count distinct regions to
+/// keep a key's shares apart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Region(String);
+
+impl Region {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<String> for Region {
+    type Error = ParseError;
+
+    fn try_from(s: String) -> Result<Self, ParseError> {
+        if s.len() > Self::MAX_LEN {
+            return Err(ParseError(format!(
+                "region must be at most {} characters long, got {}",
+                Self::MAX_LEN,
+                s.chars().count()
+            )));
+        }
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err(ParseError(format!(
+                "region may contain only letters, digits, '_', '-' and '.', found {bad:?}"
+            )));
+        }
+        Ok(Region(s))
+    }
+}
+
+impl FromStr for Region {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Region::try_from(s.to_owned())
+    }
+}
+
+impl From<Region> for String {
+    fn from(r: Region) -> String {
+        r.0
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_names_and_regions() {
+        assert!("treasury_2-of-3".parse::<GroupName>().is_ok());
+        assert!("x".repeat(64).parse::<GroupName>().is_ok());
+        for bad in ["", "a b", "a.b", "a/b", "é"] {
+            assert!(bad.parse::<GroupName>().is_err(), "{bad:?}");
+        }
+        assert!("x".repeat(65).parse::<GroupName>().is_err());
+        assert!(serde_json::from_str::<GroupName>("\"no good\"").is_err());
+
+        assert!("".parse::<Region>().unwrap().is_empty());
+        assert!("eu-west-1".parse::<Region>().is_ok());
+        assert!("dc2.rack_4".parse::<Region>().is_ok());
+        assert!("x".repeat(64).parse::<Region>().is_ok());
+        for bad in ["eu west", "eu/west", "ü", "a,b"] {
+            assert!(bad.parse::<Region>().is_err(), "{bad:?}");
+        }
+        assert!("x".repeat(65).parse::<Region>().is_err());
+    }
 
     #[test]
     fn node_tags() {

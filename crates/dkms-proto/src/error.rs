@@ -15,6 +15,8 @@ pub enum ErrorCode {
     TaskNotFound,
     NodeNotFound,
     NodeUnavailable,
+    /// No node group by that name.
+    GroupNotFound,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -36,6 +38,7 @@ impl ErrorCode {
             ErrorCode::KeyNotFound
             | ErrorCode::TaskNotFound
             | ErrorCode::NodeNotFound
+            | ErrorCode::GroupNotFound
             | ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict | ErrorCode::KeyNotReady | ErrorCode::KeyDisabled => 409,
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::TaskNotFound => "TASK_NOT_FOUND",
             ErrorCode::NodeNotFound => "NODE_NOT_FOUND",
             ErrorCode::NodeUnavailable => "NODE_UNAVAILABLE",
+            ErrorCode::GroupNotFound => "GROUP_NOT_FOUND",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Conflict => "CONFLICT",

@@ -8,4 +8,5 @@ pub mod error;
 pub mod node;
 
 pub use domain::{Digest32, KeyId, KeyType, NodeTag, ParseError, TaskStatus};
+pub use domain::{GroupName, Region};
 pub use error::ErrorCode;

@@ -58,10 +58,12 @@ pub enum Operation {
     },
     /// Signing of `digest` by exactly `threshold` of the key's participants, with the
     /// shares of `generation` (0 at creation, +1 per committed refresh).
+    /// With a `derivation_path`, the BIP-32 child key at that path signs.
     Sign {
         signers: Vec<NodeTag>,
         digest: [u8; 32],
         generation: u32,
+        derivation_path: Vec<u32>,
     },
     /// Refreshing every participant's share (same public key, new shares). The result is
     /// staged as `generation`; it becomes live only once the gateway commits it. After a
@@ -168,8 +170,11 @@ pub enum FromNode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// The share is stored; the key's SEC1 compressed public key.
-    KeyGenerated { public_key: Vec<u8> },
+    /// The share is stored; the key's SEC1 compressed public key and BIP-32 chain code.
+    KeyGenerated {
+        public_key: Vec<u8>,
+        chain_code: [u8; 32],
+    },
     /// `r ‖ s ‖ v`, low-S normalized.
     Signed { signature: Vec<u8> },
     /// The share is gone from this node (or was never there).

@@ -68,6 +68,20 @@ pub enum StoreError {
     /// A deadlock or serialization failure; running the statement again may succeed.
     #[error("transient database conflict: {0}")]
     Retryable(String),
+    /// A node group member that is not a registered node.
+    #[error("node {0} is not registered")]
+    UnknownNode(String),
+    /// A key names a node group that does not exist (or was deleted meanwhile).
+    #[error("node group {0} does not exist")]
+    GroupNotFound(String),
+    /// A node group cannot be deleted while keys made from it are still in use.
+    #[error("node group {group} is used by {count} key(s), e.g. {examples:?}")]
+    GroupInUse {
+        group: String,
+        count: u64,
+        /// A few of those keys' ids, oldest first.
+        examples: Vec<String>,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -101,6 +115,8 @@ pub struct NodeRow {
     pub join_token_hash: Option<String>,
     pub signing_key: Option<String>,
     pub encryption_key: Option<String>,
+    /// Where the node runs, as the operator labels it; empty when not set.
+    pub region: String,
     pub created_at: i64,
 }
 
@@ -130,6 +146,8 @@ pub struct KeyRow {
     pub deletion_at: Option<i64>,
     /// Share generation the nodes sign with (0 at creation, +1 per committed refresh).
     pub generation: u32,
+    /// The node group the key was made from, if it was named instead of its participants.
+    pub node_group: Option<String>,
     pub created_at: i64,
 }
 
@@ -160,6 +178,24 @@ pub struct KeyFilter {
     pub state: Option<String>,
     /// A label name and value the key must carry.
     pub label: Option<(String, String)>,
+    /// The node group the key was made from.
+    pub node_group: Option<String>,
+}
+
+/// A named set of nodes that key generation can use instead of a participant list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGroupRow {
+    pub name: String,
+    pub threshold: u8,
+    /// The number of members; kept in the row so a listing needs no count.
+    pub total_shares: u8,
+    /// Distinct non-empty regions the members must span (0: no requirement).
+    pub min_regions: u8,
+    pub description: String,
+    /// Node tags in party order.
+    pub members: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 pub const ORIGIN_GENERATED: &str = "GENERATED";
@@ -175,6 +211,8 @@ pub struct SignRow {
     pub signers: Vec<String>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
+    /// The BIP-32 path of the child key that signs (`m/…`); `None`: the key itself.
+    pub derivation_path: Option<String>,
     pub created_at: i64,
 }
 
@@ -214,6 +252,22 @@ pub struct Store {
 macro_rules! open_states {
     () => {
         "('INIT','PROCESSING','PENDING_APPROVAL')"
+    };
+}
+
+/// Keys that hold (or will hold) shares: not deleted, and not a generation that failed.
+macro_rules! keys_in_use {
+    () => {
+        "AND state <> 'DELETED' AND status <> 'FAILED'"
+    };
+}
+
+/// A node group joined with its members, one row per member.
+macro_rules! group_select {
+    () => {
+        "SELECT g.name, g.threshold, g.total_shares, g.min_regions, g.description, \
+         g.created_at, g.updated_at, m.node_tag FROM node_groups g \
+         LEFT JOIN node_group_members m ON m.group_name = g.name"
     };
 }
 
@@ -299,6 +353,9 @@ impl Store {
                 " AND EXISTS (SELECT 1 FROM key_labels l WHERE l.key_id = mpc_keys.key_id AND l.name = ? AND l.value = ?)",
             );
         }
+        if filter.node_group.is_some() {
+            sql.push_str(" AND node_group = ?");
+        }
         if after.is_some() {
             sql.push_str(" AND (created_at < ? OR (created_at = ? AND key_id < ?))");
         }
@@ -312,6 +369,9 @@ impl Store {
         }
         if let Some((n, v)) = &filter.label {
             q = q.bind(n.clone()).bind(v.clone());
+        }
+        if let Some(g) = &filter.node_group {
+            q = q.bind(g.clone());
         }
         if let Some((at, id)) = after {
             q = q.bind(at).bind(at).bind(id);
@@ -602,16 +662,194 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    // ---- node groups ----
+
+    /// Sets a node's region label (empty for none); false if there is no such node.
+    pub async fn set_node_region(&self, tag: &str, region: &str, now: i64) -> Result<bool> {
+        let done = self
+            .q("UPDATE nodes SET region = ?, updated_at = ? WHERE tag = ?")
+            .bind(region.to_owned())
+            .bind(now)
+            .bind(tag.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Creates a node group with its members in one transaction. A taken name is
+    /// [`StoreError::Conflict`]; a member that is not a registered node is
+    /// [`StoreError::UnknownNode`].
+    pub async fn insert_node_group(&self, g: &NodeGroupRow) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        self.q(
+            "INSERT INTO node_groups (name, threshold, total_shares, min_regions, description, \
+             created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(g.name.clone())
+        .bind(i64::from(g.threshold))
+        .bind(i64::from(g.total_shares))
+        .bind(i64::from(g.min_regions))
+        .bind(g.description.clone())
+        .bind(g.created_at)
+        .bind(g.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        self.insert_group_members(&mut tx, g).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a group's threshold, region requirement, description and members in one
+    /// transaction (`created_at` stays). `Ok(false)` if there is no such group.
+    pub async fn update_node_group(&self, g: &NodeGroupRow) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The group row is written first: it orders concurrent changes of one group.
+        let found = self
+            .q(
+                "UPDATE node_groups SET threshold = ?, total_shares = ?, min_regions = ?, \
+                 description = ?, updated_at = ? WHERE name = ?",
+            )
+            .bind(i64::from(g.threshold))
+            .bind(i64::from(g.total_shares))
+            .bind(i64::from(g.min_regions))
+            .bind(g.description.clone())
+            .bind(g.updated_at)
+            .bind(g.name.clone())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if found != 1 {
+            return Ok(false);
+        }
+        self.q("DELETE FROM node_group_members WHERE group_name = ?")
+            .bind(g.name.clone())
+            .execute(&mut *tx)
+            .await?;
+        self.insert_group_members(&mut tx, g).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn insert_group_members(
+        &self,
+        tx: &mut sqlx::Transaction<'static, Any>,
+        g: &NodeGroupRow,
+    ) -> Result<()> {
+        for (position, tag) in g.members.iter().enumerate() {
+            let position = i64::try_from(position).map_err(|e| StoreError::Db(e.to_string()))?;
+            self.q(
+                "INSERT INTO node_group_members (group_name, node_tag, position) VALUES (?, ?, ?)",
+            )
+            .bind(g.name.clone())
+            .bind(tag.clone())
+            .bind(position)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    StoreError::UnknownNode(tag.clone())
+                }
+                _ => StoreError::from(e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A group with its members in party order (one statement, so one consistent view).
+    pub async fn get_node_group(&self, name: &str) -> Result<Option<NodeGroupRow>> {
+        let rows = self
+            .q(concat!(
+                group_select!(),
+                " WHERE g.name = ? ORDER BY m.position"
+            ))
+            .bind(name.to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(group_rows(&rows)?.into_iter().next())
+    }
+
+    /// Every group, by name.
+    pub async fn list_node_groups(&self) -> Result<Vec<NodeGroupRow>> {
+        let rows = self
+            .q(concat!(group_select!(), " ORDER BY g.name, m.position"))
+            .fetch_all(&self.pool)
+            .await?;
+        group_rows(&rows)
+    }
+
+    /// Deletes a group. Refused with [`StoreError::GroupInUse`] while keys made from it are
+    /// in use, that is neither DELETED nor FAILED at creation (a failed generation left no
+    /// shares). `Ok(false)` if there is no such group.
+    ///
+    /// The group row is written first and the keys counted after, while [`Store::insert_key`]
+    /// inserts a group's key first and then reads the group row with a lock: of a deletion
+    /// and a key generation that race, one always sees the other.
+    pub async fn delete_node_group(&self, name: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let found = self
+            .q("UPDATE node_groups SET updated_at = ? WHERE name = ?")
+            .bind(now)
+            .bind(name.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if found != 1 {
+            return Ok(false);
+        }
+        self.q("DELETE FROM node_group_members WHERE group_name = ?")
+            .bind(name.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        self.q("DELETE FROM node_groups WHERE name = ?")
+            .bind(name.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        let in_use: i64 = self
+            .q(concat!(
+                "SELECT COUNT(*) AS n FROM mpc_keys WHERE node_group = ? ",
+                keys_in_use!()
+            ))
+            .bind(name.to_owned())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if in_use > 0 {
+            let examples = self
+                .q(concat!(
+                    "SELECT key_id FROM mpc_keys WHERE node_group = ? ",
+                    keys_in_use!(),
+                    " ORDER BY created_at, key_id LIMIT 3"
+                ))
+                .bind(name.to_owned())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("key_id"))
+                .collect::<std::result::Result<Vec<String>, _>>()?;
+            return Err(StoreError::GroupInUse {
+                group: name.to_owned(),
+                count: u64::try_from(in_use).unwrap_or(0),
+                examples,
+            });
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     // ---- mpc_keys ----
 
+    /// Inserts a key. A key made from a node group is inserted in one transaction with a
+    /// locking read of the group row ([`StoreError::GroupNotFound`] if it is gone), so that
+    /// it cannot slip past a concurrent [`Store::delete_node_group`].
     pub async fn insert_key(&self, k: &KeyRow) -> Result<()> {
         let participants =
             serde_json::to_string(&k.participants).map_err(|e| StoreError::Db(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
         self.q(
             "INSERT INTO mpc_keys (key_id, key_type, scheme, threshold, total_shares, participants, status, \
              public_key, address, error_code, error_message, origin, state, description, deletion_at, \
-             created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             node_group, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(k.key_id.clone())
         .bind(k.key_type.clone())
@@ -628,10 +866,29 @@ impl Store {
         .bind(k.state.clone())
         .bind(k.description.clone())
         .bind(k.deletion_at)
+        .bind(k.node_group.clone())
         .bind(k.created_at)
         .bind(k.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if let Some(group) = &k.node_group {
+            let lock = match self.backend {
+                Backend::Postgres => "SELECT name FROM node_groups WHERE name = ? FOR SHARE",
+                Backend::MySql => "SELECT name FROM node_groups WHERE name = ? LOCK IN SHARE MODE",
+                // SQLite has one writer at a time, and this transaction already writes.
+                Backend::Sqlite => "SELECT name FROM node_groups WHERE name = ?",
+            };
+            let exists = self
+                .q(lock)
+                .bind(group.clone())
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !exists {
+                return Err(StoreError::GroupNotFound(group.clone()));
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -656,20 +913,23 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Ends a key's creation with its public key, address and BIP-32 chain code (hex).
     pub async fn finish_key(
         &self,
         key_id: &str,
         public_key: &str,
         address: Option<&str>,
+        chain_code: Option<&str>,
         now: i64,
     ) -> Result<bool> {
         let done = self.q(concat!(
-            "UPDATE mpc_keys SET status = 'FINISHED', public_key = ?, address = ?, updated_at = ? \
+            "UPDATE mpc_keys SET status = 'FINISHED', public_key = ?, address = ?, chain_code = ?, updated_at = ? \
              WHERE key_id = ? AND status IN ",
             open_states!()
         ))
         .bind(public_key.to_owned())
         .bind(address.map(str::to_owned))
+        .bind(chain_code.map(str::to_owned))
         .bind(now)
         .bind(key_id.to_owned())
         .execute(&self.pool)
@@ -705,7 +965,7 @@ impl Store {
             serde_json::to_string(&s.signers).map_err(|e| StoreError::Db(e.to_string()))?;
         self.q(
             "INSERT INTO sign_tasks (instance_id, key_id, digest, status, signature, signers, error_code, \
-             error_message, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             error_message, derivation_path, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.instance_id.clone())
         .bind(s.key_id.clone())
@@ -715,11 +975,25 @@ impl Store {
         .bind(signers)
         .bind(s.error_code.clone())
         .bind(s.error_message.clone())
+        .bind(s.derivation_path.clone())
         .bind(s.created_at)
         .bind(s.created_at)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// A key's BIP-32 chain code (hex); `None` for keys made before it was recorded.
+    pub async fn get_chain_code(&self, key_id: &str) -> Result<Option<String>> {
+        let row = self
+            .q("SELECT chain_code FROM mpc_keys WHERE key_id = ?")
+            .bind(key_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("chain_code")?,
+            None => None,
+        })
     }
 
     pub async fn get_sign(&self, instance_id: &str) -> Result<Option<SignRow>> {
@@ -1065,6 +1339,7 @@ fn node_row(r: &AnyRow) -> Result<NodeRow> {
         join_token_hash: r.try_get("join_token_hash")?,
         signing_key: r.try_get("signing_key")?,
         encryption_key: r.try_get("encryption_key")?,
+        region: r.try_get("region")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -1088,8 +1363,43 @@ fn key_row(r: &AnyRow) -> Result<KeyRow> {
         deletion_at: r.try_get("deletion_at")?,
         generation: u32::try_from(r.try_get::<i64, _>("generation")?)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        node_group: r.try_get("node_group")?,
         created_at: r.try_get("created_at")?,
     })
+}
+
+/// Folds rows of [`group_select!`] (ordered by group, then position) into groups.
+fn group_rows(rows: &[AnyRow]) -> Result<Vec<NodeGroupRow>> {
+    let mut out: Vec<NodeGroupRow> = Vec::new();
+    for r in rows {
+        let name: String = r.try_get("name")?;
+        let member: Option<String> = r.try_get("node_tag")?;
+        match out.last_mut() {
+            Some(g) if g.name == name => g.members.extend(member),
+            _ => out.push(NodeGroupRow {
+                name,
+                threshold: small(r, "threshold")?,
+                total_shares: small(r, "total_shares")?,
+                min_regions: small(r, "min_regions")?,
+                description: r.try_get("description")?,
+                members: member.into_iter().collect(),
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            }),
+        }
+    }
+    if let Some(g) = out
+        .iter()
+        .find(|g| g.members.len() != usize::from(g.total_shares))
+    {
+        return Err(StoreError::Corrupt(format!(
+            "node group {} has {} members but total_shares {}",
+            g.name,
+            g.members.len(),
+            g.total_shares
+        )));
+    }
+    Ok(out)
 }
 
 fn sign_row(r: &AnyRow) -> Result<SignRow> {
@@ -1102,6 +1412,7 @@ fn sign_row(r: &AnyRow) -> Result<SignRow> {
         signers: json_list(r, "signers")?,
         error_code: r.try_get("error_code")?,
         error_message: r.try_get("error_message")?,
+        derivation_path: r.try_get("derivation_path")?,
         created_at: r.try_get("created_at")?,
     })
 }

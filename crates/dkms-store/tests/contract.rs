@@ -6,8 +6,8 @@
 
 use dkms_store::testdb::TestDb;
 use dkms_store::{
-    Backend, KeyRow, KeyTaskRow, NODE_ACTIVE, Reservation, SignRow, Store, StoreError, Swept,
-    TaskStatus,
+    Backend, KeyRow, KeyTaskRow, NODE_ACTIVE, NodeGroupRow, Reservation, SignRow, Store,
+    StoreError, Swept, TaskStatus,
 };
 
 fn key(id: &str) -> KeyRow {
@@ -28,6 +28,7 @@ fn key(id: &str) -> KeyRow {
         description: String::new(),
         deletion_at: None,
         generation: 0,
+        node_group: None,
         created_at: 1,
     }
 }
@@ -42,6 +43,7 @@ fn sign(id: &str, key_id: &str) -> SignRow {
         signers: vec![],
         error_code: None,
         error_message: None,
+        derivation_path: Some("m/44/60/0/0/7".into()),
         created_at: 5,
     }
 }
@@ -86,7 +88,11 @@ async fn terminal_states_stick(s: &Store) {
     ));
     assert!(s.start_key("k1", 2).await.unwrap());
     assert!(!s.start_key("k1", 2).await.unwrap());
-    assert!(s.finish_key("k1", "02ab", Some("0xabc"), 3).await.unwrap());
+    assert!(
+        s.finish_key("k1", "02ab", Some("0xabc"), Some(&"cc".repeat(32)), 3)
+            .await
+            .unwrap()
+    );
     assert!(!s.fail_key("k1", "X", "late failure", 4).await.unwrap());
     let k = s.get_key("k1").await.unwrap().unwrap();
     assert_eq!(k.status, TaskStatus::Finished);
@@ -95,10 +101,16 @@ async fn terminal_states_stick(s: &Store) {
     assert_eq!(k.public_key.as_deref(), Some("02ab"));
     assert_eq!(k.address.as_deref(), Some("0xabc"));
     assert_eq!(k.origin, dkms_store::ORIGIN_GENERATED);
+    assert_eq!(s.get_chain_code("k1").await.unwrap(), Some("cc".repeat(32)));
+    assert_eq!(s.get_chain_code("nope").await.unwrap(), None);
     let mut imported = key("k-imported");
     imported.origin = dkms_store::ORIGIN_IMPORTED.into();
     s.insert_key(&imported).await.unwrap();
-    assert!(s.finish_key("k-imported", "03ab", None, 2).await.unwrap());
+    assert!(
+        s.finish_key("k-imported", "03ab", None, None, 2)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         s.get_key("k-imported").await.unwrap().unwrap().origin,
         dkms_store::ORIGIN_IMPORTED
@@ -120,6 +132,7 @@ async fn terminal_states_stick(s: &Store) {
     assert_eq!(got.status, TaskStatus::Failed);
     assert_eq!(got.signers, vec!["a", "b"]);
     assert_eq!(got.error_code.as_deref(), Some("NODE_UNAVAILABLE"));
+    assert_eq!(got.derivation_path.as_deref(), Some("m/44/60/0/0/7"));
     assert!(s.get_sign("nope").await.unwrap().is_none());
     // A signing task must name an existing key.
     assert!(s.insert_sign(&sign("s2", "no-such-key")).await.is_err());
@@ -130,7 +143,7 @@ async fn concurrent_ends_have_one_winner(s: &Store) {
         let id = format!("race{i}");
         s.insert_key(&key(&id)).await.unwrap();
         let (a, b) = tokio::join!(
-            s.finish_key(&id, "02", None, 10),
+            s.finish_key(&id, "02", None, None, 10),
             s.fail_key(&id, "TIMEOUT", "late", 10)
         );
         assert!(a.unwrap() ^ b.unwrap(), "exactly one end wins");
@@ -140,7 +153,7 @@ async fn concurrent_ends_have_one_winner(s: &Store) {
 async fn sweep_fails_only_open_tasks(s: &Store) {
     s.insert_key(&key("open")).await.unwrap();
     s.insert_key(&key("done")).await.unwrap();
-    s.finish_key("done", "02", None, 2).await.unwrap();
+    s.finish_key("done", "02", None, None, 2).await.unwrap();
     s.insert_sign(&sign("so", "done")).await.unwrap();
     let swept = s.fail_unfinished("INTERNAL", "restarted", 3).await.unwrap();
     assert_eq!(
@@ -264,7 +277,7 @@ async fn key_lifecycle_and_listing(s: &Store) {
         k.created_at = 1000 + i64::from(i / 2); // pairs share a timestamp: the cursor must break ties
         s.insert_key(&k).await.unwrap();
     }
-    s.finish_key("list6", "02", None, 2000).await.unwrap();
+    s.finish_key("list6", "02", None, None, 2000).await.unwrap();
     // Pages of 3, newest first, nothing repeated or skipped.
     let filter = KeyFilter {
         state: Some(STATE_ENABLED.into()),
@@ -498,6 +511,262 @@ async fn nodes_can_be_reset(s: &Store) {
     assert!(!s.reset_node("nobody", "h3", 6).await.unwrap());
 }
 
+fn group(name: &str, members: &[&str], threshold: u8, min_regions: u8) -> NodeGroupRow {
+    NodeGroupRow {
+        name: name.into(),
+        threshold,
+        total_shares: members.len() as u8,
+        min_regions,
+        description: format!("{name} group"),
+        members: members.iter().map(|m| m.to_string()).collect(),
+        created_at: 10,
+        updated_at: 10,
+    }
+}
+
+fn group_key(id: &str, group: &str) -> KeyRow {
+    KeyRow {
+        node_group: Some(group.into()),
+        participants: vec!["g1".into(), "g2".into(), "g3".into()],
+        ..key(id)
+    }
+}
+
+async fn key_ids(s: &Store, filter: &dkms_store::KeyFilter) -> Vec<String> {
+    s.list_keys(filter, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect()
+}
+
+async fn node_groups_and_regions(s: &Store) {
+    use dkms_store::{KeyFilter, STATE_DELETED, STATE_ENABLED, STATE_PENDING_DELETION};
+    for t in ["g1", "g2", "g3"] {
+        s.insert_node(t, "h", 1).await.unwrap();
+    }
+    // Regions: empty until set, settable back to empty, unknown nodes refused.
+    assert_eq!(s.get_node("g1").await.unwrap().unwrap().region, "");
+    assert!(s.set_node_region("g1", "eu-west", 2).await.unwrap());
+    assert!(s.set_node_region("g2", "us-east", 2).await.unwrap());
+    assert!(s.set_node_region("g3", "eu-west", 2).await.unwrap());
+    assert!(
+        s.set_node_region("g3", "eu-west", 2).await.unwrap(),
+        "same value again"
+    );
+    assert!(!s.set_node_region("nobody", "eu", 2).await.unwrap());
+    let regions: Vec<(String, String)> = s
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.tag.starts_with('g'))
+        .map(|n| (n.tag, n.region))
+        .collect();
+    assert_eq!(
+        regions,
+        [("g1", "eu-west"), ("g2", "us-east"), ("g3", "eu-west")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+
+    // Create: members keep their order; names are unique; all or nothing.
+    let treasury = group("treasury", &["g3", "g1", "g2"], 2, 2);
+    s.insert_node_group(&treasury).await.unwrap();
+    assert_eq!(
+        s.get_node_group("treasury").await.unwrap().as_ref(),
+        Some(&treasury)
+    );
+    assert!(matches!(
+        s.insert_node_group(&group("treasury", &["g1", "g2"], 2, 0))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(
+        s.get_node_group("treasury").await.unwrap().unwrap(),
+        treasury
+    );
+    match s
+        .insert_node_group(&group("broken", &["g1", "ghost"], 2, 0))
+        .await
+    {
+        Err(StoreError::UnknownNode(t)) => assert_eq!(t, "ghost"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        s.get_node_group("broken").await.unwrap().is_none(),
+        "a failed create leaves nothing behind"
+    );
+    let ops = group("ops", &["g1", "g2"], 2, 0);
+    s.insert_node_group(&ops).await.unwrap();
+    let names: Vec<String> = s
+        .list_node_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["ops", "treasury"]);
+    assert!(s.get_node_group("nope").await.unwrap().is_none());
+
+    // Update replaces everything but created_at, atomically.
+    let mut changed = group("ops", &["g2", "g3", "g1"], 3, 2);
+    changed.description = "changed".into();
+    changed.updated_at = 20;
+    assert!(s.update_node_group(&changed).await.unwrap());
+    let got = s.get_node_group("ops").await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        NodeGroupRow {
+            created_at: 10,
+            ..changed.clone()
+        }
+    );
+    assert!(
+        !s.update_node_group(&group("nope", &["g1", "g2"], 2, 0))
+            .await
+            .unwrap()
+    );
+    let mut bad = group("ops", &["g1", "ghost"], 2, 0);
+    bad.updated_at = 30;
+    assert!(matches!(
+        s.update_node_group(&bad).await,
+        Err(StoreError::UnknownNode(_))
+    ));
+    assert_eq!(
+        s.get_node_group("ops").await.unwrap().unwrap(),
+        got,
+        "a failed update changes nothing"
+    );
+
+    // Keys remember their group; a key cannot name a missing group.
+    s.insert_key(&group_key("gk1", "treasury")).await.unwrap();
+    s.insert_key(&group_key("gk2", "ops")).await.unwrap();
+    assert_eq!(
+        s.get_key("gk1")
+            .await
+            .unwrap()
+            .unwrap()
+            .node_group
+            .as_deref(),
+        Some("treasury")
+    );
+    assert_eq!(s.get_key("k1").await.unwrap().unwrap().node_group, None);
+    match s.insert_key(&group_key("gk-orphan", "nope")).await {
+        Err(StoreError::GroupNotFound(g)) => assert_eq!(g, "nope"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        s.get_key("gk-orphan").await.unwrap().is_none(),
+        "rolled back"
+    );
+
+    // The group filter, alone and with the others.
+    let by_group = |g: &str| KeyFilter {
+        node_group: Some(g.into()),
+        ..KeyFilter::default()
+    };
+    assert_eq!(key_ids(s, &by_group("treasury")).await, ["gk1"]);
+    assert_eq!(key_ids(s, &by_group("ops")).await, ["gk2"]);
+    assert!(key_ids(s, &by_group("nope")).await.is_empty());
+    s.finish_key("gk1", "02", None, None, 5).await.unwrap();
+    let finished_in_treasury = KeyFilter {
+        status: Some(TaskStatus::Finished),
+        ..by_group("treasury")
+    };
+    assert_eq!(key_ids(s, &finished_in_treasury).await, ["gk1"]);
+    let finished_in_ops = KeyFilter {
+        status: Some(TaskStatus::Finished),
+        ..by_group("ops")
+    };
+    assert!(key_ids(s, &finished_in_ops).await.is_empty());
+
+    // Delete is refused while a key uses the group, and then changes nothing.
+    match s.delete_node_group("treasury", 40).await {
+        Err(StoreError::GroupInUse {
+            group,
+            count,
+            examples,
+        }) => {
+            assert_eq!((group.as_str(), count), ("treasury", 1));
+            assert_eq!(examples, ["gk1"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.get_node_group("treasury").await.unwrap().unwrap(),
+        treasury
+    );
+    // A key pending deletion still holds shares; a deleted one does not.
+    assert!(
+        s.set_key_state(
+            "gk1",
+            &[STATE_ENABLED],
+            STATE_PENDING_DELETION,
+            Some(50),
+            41
+        )
+        .await
+        .unwrap()
+    );
+    assert!(matches!(
+        s.delete_node_group("treasury", 42).await,
+        Err(StoreError::GroupInUse { .. })
+    ));
+    assert!(
+        s.set_key_state(
+            "gk1",
+            &[STATE_PENDING_DELETION],
+            STATE_DELETED,
+            Some(50),
+            43
+        )
+        .await
+        .unwrap()
+    );
+    assert!(s.delete_node_group("treasury", 44).await.unwrap());
+    assert!(s.get_node_group("treasury").await.unwrap().is_none());
+    assert!(!s.delete_node_group("treasury", 45).await.unwrap());
+    assert_eq!(
+        s.get_key("gk1")
+            .await
+            .unwrap()
+            .unwrap()
+            .node_group
+            .as_deref(),
+        Some("treasury"),
+        "a deleted key keeps the name"
+    );
+    // A generation that failed left no shares and does not hold the group.
+    s.fail_key("gk2", "TIMEOUT", "gone", 46).await.unwrap();
+    assert!(s.delete_node_group("ops", 47).await.unwrap());
+    // The name is free again.
+    s.insert_node_group(&treasury).await.unwrap();
+
+    // A deletion racing a key generation: exactly one of them wins, never both.
+    for i in 0..5 {
+        let name = format!("race{i}");
+        s.insert_node_group(&group(&name, &["g1", "g2"], 2, 0))
+            .await
+            .unwrap();
+        let id = format!("race-key{i}");
+        let k = group_key(&id, &name);
+        let (del, ins) = tokio::join!(s.delete_node_group(&name, 50), s.insert_key(&k));
+        match (del, ins) {
+            (Ok(true), Err(StoreError::GroupNotFound(_))) => {
+                assert!(s.get_key(&id).await.unwrap().is_none())
+            }
+            (Err(StoreError::GroupInUse { .. }), Ok(())) => {
+                assert!(s.get_node_group(&name).await.unwrap().is_some())
+            }
+            // SQLite may report a busy writer under contention: a refusal, not a second winner.
+            (Err(StoreError::Db(_)), _) | (_, Err(StoreError::Db(_)))
+                if s.backend() == Backend::Sqlite => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 async fn contract(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::create(backend, dir.path()).await.unwrap();
@@ -516,6 +785,7 @@ async fn contract(backend: Backend) {
     key_lifecycle_and_listing(&s).await;
     maintenance_tasks_and_generations(&s).await;
     nodes_can_be_reset(&s).await;
+    node_groups_and_regions(&s).await;
     drop(s);
     db.drop_database().await;
 }

@@ -18,8 +18,9 @@ pub fn keygen_request(participants: &[&str], threshold: i64) -> KeyGenRequest {
             length: Some(256),
         },
         service_participants: participants.iter().map(|s| s.to_string()).collect(),
-        threshold,
-        total_shares: participants.len() as i64,
+        threshold: Some(threshold),
+        total_shares: Some(participants.len() as i64),
+        node_group: None,
     }
 }
 

@@ -154,6 +154,7 @@ pub fn sign_sessions(
             participants: &all,
             signers: &signer_tags,
             digest: &digest,
+            derivation_path: &[],
         },
         &[0xCD; 32],
     );
