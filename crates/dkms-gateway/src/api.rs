@@ -406,36 +406,26 @@ async fn create_pod(
     .await
 }
 
+/// 2 ≤ `threshold` ≤ `n`, where `n` is the count named by `of`.
+pub(crate) fn check_threshold(threshold: i64, n: usize, of: &str) -> ApiResult<()> {
+    if threshold < 2 {
+        return Err(ApiError::invalid(format!(
+            "threshold must be at least 2 (got {threshold}); 1-of-n is not threshold custody"
+        )));
+    }
+    if threshold > n as i64 {
+        return Err(ApiError::invalid(format!(
+            "threshold {threshold} is greater than {of} {n}"
+        )));
+    }
+    Ok(())
+}
+
 async fn join_token(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreatePodRequest>,
 ) -> ApiResult<Json<Envelope<JoinTokenResponse>>> {
-    let tag: NodeTag = req
-        .node_tag
-        .parse()
-        .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("nodeTag: {e}")))?;
-    let token = auth::new_token()?;
-    let done = state
-        .store
-        .set_join_token(
-            tag.as_str(),
-            &auth::hash_token(&token),
-            state.clock.now_ms(),
-        )
-        .await?;
-    if !done {
-        return Err(match state.store.get_node(tag.as_str()).await? {
-            None => ApiError::new(ErrorCode::NodeNotFound, format!("unknown node tag {tag}")),
-            Some(_) => ApiError::new(
-                ErrorCode::Conflict,
-                format!("node {tag} has already joined; its identity is pinned"),
-            ),
-        });
-    }
-    Ok(ok(JoinTokenResponse {
-        node_tag: tag.to_string(),
-        join_token: token.to_string(),
-    }))
+    issue_join_token(&state, &req, false).await
 }
 
 /// Unpins a node's identity and issues a new join token: how a node whose data directory
@@ -445,30 +435,42 @@ async fn reset_pod(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CreatePodRequest>,
 ) -> ApiResult<Json<Envelope<JoinTokenResponse>>> {
+    issue_join_token(&state, &req, true).await
+}
+
+/// A fresh one-time join token for a node that has not joined (`reset` false) or, with
+/// `reset`, for a joined node whose pinned identity is dropped.
+async fn issue_join_token(
+    state: &AppState,
+    req: &CreatePodRequest,
+    reset: bool,
+) -> ApiResult<Json<Envelope<JoinTokenResponse>>> {
     let tag: NodeTag = req
         .node_tag
         .parse()
         .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("nodeTag: {e}")))?;
     let token = auth::new_token()?;
-    let done = state
-        .store
-        .reset_node(
-            tag.as_str(),
-            &auth::hash_token(&token),
-            state.clock.now_ms(),
-        )
-        .await?;
+    let (hash, now) = (auth::hash_token(&token), state.clock.now_ms());
+    let done = if reset {
+        state.store.reset_node(tag.as_str(), &hash, now).await?
+    } else {
+        state.store.set_join_token(tag.as_str(), &hash, now).await?
+    };
     if !done {
+        let why = if reset {
+            format!("node {tag} has not joined yet; use joinToken for a new token")
+        } else {
+            format!("node {tag} has already joined; its identity is pinned")
+        };
         return Err(match state.store.get_node(tag.as_str()).await? {
             None => ApiError::new(ErrorCode::NodeNotFound, format!("unknown node tag {tag}")),
-            Some(_) => ApiError::new(
-                ErrorCode::Conflict,
-                format!("node {tag} has not joined yet; use joinToken for a new token"),
-            ),
+            Some(_) => ApiError::new(ErrorCode::Conflict, why),
         });
     }
-    state.hub.evict(&tag);
-    tracing::warn!(node = %tag, "node identity unpinned; it may join again with a new join token");
+    if reset {
+        state.hub.evict(&tag);
+        tracing::warn!(node = %tag, "node identity unpinned; it may join again with a new join token");
+    }
     Ok(ok(JoinTokenResponse {
         node_tag: tag.to_string(),
         join_token: token.to_string(),
@@ -598,18 +600,7 @@ fn plan_key(
             "at most {MAX_PARTIES} participants are supported, got {n}"
         )));
     }
-    if req.threshold < 2 {
-        return Err(ApiError::invalid(format!(
-            "threshold must be at least 2 (got {}); 1-of-n is not threshold custody",
-            req.threshold
-        )));
-    }
-    if req.threshold > n as i64 {
-        return Err(ApiError::invalid(format!(
-            "threshold {} is greater than totalShares {n}",
-            req.threshold
-        )));
-    }
+    check_threshold(req.threshold, n, "totalShares")?;
     Ok(KeygenPlan {
         key_type,
         threshold: u8::try_from(req.threshold)

@@ -10,60 +10,79 @@ use std::str::FromStr;
 #[error("{0}")]
 pub struct ParseError(pub String);
 
-/// A node's tag: 1–64 characters of `[A-Za-z0-9_-]` (API.md, "Nodes").
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct NodeTag(String);
+/// A name of 1–64 characters of `[A-Za-z0-9_-]`, checked once where it enters; `$what`
+/// names it in error messages.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl NodeTag {
-    pub const MAX_LEN: usize = 64;
+        impl $name {
+            pub const MAX_LEN: usize = 64;
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for NodeTag {
-    type Error = ParseError;
-
-    fn try_from(s: String) -> Result<Self, ParseError> {
-        if s.is_empty() || s.len() > Self::MAX_LEN {
-            return Err(ParseError(format!(
-                "node tag must be 1 to {} characters long, got {}",
-                Self::MAX_LEN,
-                s.chars().count()
-            )));
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-        if let Some(bad) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-        {
-            return Err(ParseError(format!(
-                "node tag may contain only letters, digits, '_' and '-', found {bad:?}"
-            )));
+
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+
+            fn try_from(s: String) -> Result<Self, ParseError> {
+                if s.is_empty() || s.len() > Self::MAX_LEN {
+                    return Err(ParseError(format!(
+                        concat!($what, " must be 1 to {} characters long, got {}"),
+                        Self::MAX_LEN,
+                        s.chars().count()
+                    )));
+                }
+                if let Some(bad) = s
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+                {
+                    return Err(ParseError(format!(
+                        concat!($what, " may contain only letters, digits, '_' and '-', found {:?}"),
+                        bad
+                    )));
+                }
+                Ok($name(s))
+            }
         }
-        Ok(NodeTag(s))
-    }
+
+        impl FromStr for $name {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                $name::try_from(s.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(t: $name) -> String {
+                t.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl FromStr for NodeTag {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        NodeTag::try_from(s.to_owned())
-    }
-}
+name_type!(
+    /// A node's tag: 1–64 characters of `[A-Za-z0-9_-]` (API.md, "Nodes").
+    NodeTag,
+    "node tag"
+);
 
-impl From<NodeTag> for String {
-    fn from(t: NodeTag) -> String {
-        t.0
-    }
-}
-
-impl fmt::Display for NodeTag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+name_type!(
+    /// A node group's name: 1–64 characters of `[A-Za-z0-9_-]`, as node tags.
+    GroupName,
+    "group name"
+);
 
 /// A key id (also the id of the key-generation task): a UUID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -203,61 +222,6 @@ impl FromStr for TaskStatus {
 impl fmt::Display for TaskStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// A node group's name: 1–64 characters of `[A-Za-z0-9_-]`, as node tags.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct GroupName(String);
-
-impl GroupName {
-    pub const MAX_LEN: usize = 64;
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for GroupName {
-    type Error = ParseError;
-
-    fn try_from(s: String) -> Result<Self, ParseError> {
-        if s.is_empty() || s.len() > Self::MAX_LEN {
-            return Err(ParseError(format!(
-                "group name must be 1 to {} characters long, got {}",
-                Self::MAX_LEN,
-                s.chars().count()
-            )));
-        }
-        if let Some(bad) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-        {
-            return Err(ParseError(format!(
-                "group name may contain only letters, digits, '_' and '-', found {bad:?}"
-            )));
-        }
-        Ok(GroupName(s))
-    }
-}
-
-impl FromStr for GroupName {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        GroupName::try_from(s.to_owned())
-    }
-}
-
-impl From<GroupName> for String {
-    fn from(g: GroupName) -> String {
-        g.0
-    }
-}
-
-impl fmt::Display for GroupName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

@@ -121,18 +121,7 @@ fn plan_group(req: &NodeGroupRequest) -> ApiResult<GroupPlan> {
             "members may name at most {MAX_PARTIES} nodes, got {n}"
         )));
     }
-    if req.threshold < 2 {
-        return Err(ApiError::invalid(format!(
-            "threshold must be at least 2 (got {}); 1-of-n is not threshold custody",
-            req.threshold
-        )));
-    }
-    if req.threshold > n as i64 {
-        return Err(ApiError::invalid(format!(
-            "threshold {} is greater than the number of members {n}",
-            req.threshold
-        )));
-    }
+    super::check_threshold(req.threshold, n, "the number of members")?;
     let min_regions = req.min_regions.unwrap_or(0);
     if !(0..=n as i64).contains(&min_regions) {
         return Err(ApiError::invalid(format!(
