@@ -13,7 +13,25 @@ use std::time::Duration;
 
 pub use dkms_proto::TaskStatus;
 
+mod approvals;
+mod audit;
+mod identity;
+mod policies;
+mod quota;
 pub mod testdb;
+
+pub use identity::{SessionRow, UserRow, UserUpdate};
+pub use policies::PolicyRow;
+
+pub use approvals::{
+    APPROVAL_COMMENT_MAX, APPROVER_MAX, ApprovalOutcome, ApprovalRefused, ApprovalRow,
+    ApprovalRule, ERROR_APPROVAL_EXPIRED, ERROR_REJECTED, SignExtras,
+};
+pub use audit::{
+    AUDIT_ACTION_MAX, AUDIT_DEFAULT_LIMIT, AUDIT_MAX_LIMIT, AUDIT_PRINCIPAL_ID_MAX,
+    AUDIT_RESOURCE_MAX,
+};
+pub use quota::QUOTA_SCOPE_MAX;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MYSQL_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
@@ -82,6 +100,9 @@ pub enum StoreError {
         /// A few of those keys' ids, oldest first.
         examples: Vec<String>,
     },
+    /// An approval vote the task cannot take (unknown, not waiting, window closed).
+    #[error(transparent)]
+    ApprovalRefused(#[from] ApprovalRefused),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -148,6 +169,8 @@ pub struct KeyRow {
     pub generation: u32,
     /// The node group the key was made from, if it was named instead of its participants.
     pub node_group: Option<String>,
+    /// The principal that asked for the key; empty for keys made before it was recorded.
+    pub created_by: String,
     pub created_at: i64,
 }
 
@@ -216,12 +239,20 @@ pub struct SignRow {
     pub created_at: i64,
 }
 
+/// An API key (its token is never stored, only the token's SHA-256).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRow {
     pub id: String,
-    pub role: String,
     pub name: String,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    /// The user the key belongs to; `None` for keys not tied to a user (e.g. bootstrap).
+    pub owner: Option<String>,
     pub created_at: i64,
+    /// When the key stops working (ms); `None`: never.
+    pub expires_at: Option<i64>,
+    /// Updated at most once a minute (see [`Store::touch_api_key`]).
+    pub last_used_at: Option<i64>,
     pub revoked: bool,
 }
 
@@ -246,6 +277,9 @@ pub struct Swept {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Serializes this process's audit appends (other processes are told apart by the
+    /// unique `seq`; see `audit.rs`).
+    audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The states a task can still leave.
@@ -309,7 +343,11 @@ impl Store {
             Backend::MySql => MYSQL_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            audit_lock: std::sync::Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -848,8 +886,8 @@ impl Store {
         self.q(
             "INSERT INTO mpc_keys (key_id, key_type, scheme, threshold, total_shares, participants, status, \
              public_key, address, error_code, error_message, origin, state, description, deletion_at, \
-             node_group, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             node_group, created_by, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(k.key_id.clone())
         .bind(k.key_type.clone())
@@ -867,6 +905,7 @@ impl Store {
         .bind(k.description.clone())
         .bind(k.deletion_at)
         .bind(k.node_group.clone())
+        .bind(k.created_by.clone())
         .bind(k.created_at)
         .bind(k.created_at)
         .execute(&mut *tx)
@@ -961,6 +1000,15 @@ impl Store {
     // ---- sign tasks ----
 
     pub async fn insert_sign(&self, s: &SignRow) -> Result<()> {
+        self.insert_sign_on(&self.pool, s).await
+    }
+
+    /// The INSERT of a signing task, on the pool or inside a transaction
+    /// ([`Store::insert_sign_with`]).
+    async fn insert_sign_on<'c, E>(&self, exec: E, s: &SignRow) -> Result<()>
+    where
+        E: Executor<'c, Database = Any>,
+    {
         let signers =
             serde_json::to_string(&s.signers).map_err(|e| StoreError::Db(e.to_string()))?;
         self.q(
@@ -978,7 +1026,7 @@ impl Store {
         .bind(s.derivation_path.clone())
         .bind(s.created_at)
         .bind(s.created_at)
-        .execute(&self.pool)
+        .execute(exec)
         .await?;
         Ok(())
     }
@@ -1028,11 +1076,11 @@ impl Store {
 
     pub async fn finish_sign(&self, instance_id: &str, signature: &str, now: i64) -> Result<bool> {
         let done = self
-            .q(concat!(
+            // Only a signing that started (never one still waiting for approvals).
+            .q(
                 "UPDATE sign_tasks SET status = 'FINISHED', signature = ?, updated_at = ? \
-             WHERE instance_id = ? AND status IN ",
-                open_states!()
-            ))
+             WHERE instance_id = ? AND status = 'PROCESSING'",
+            )
             .bind(signature.to_owned())
             .bind(now)
             .bind(instance_id.to_owned())
@@ -1048,11 +1096,11 @@ impl Store {
         message: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = self.q(concat!(
+        // A signing waiting for approvals ends by a vote or by expiry, not here.
+        let done = self.q(
             "UPDATE sign_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? \
-             WHERE instance_id = ? AND status IN ",
-            open_states!()
-        ))
+             WHERE instance_id = ? AND status IN ('INIT','PROCESSING')",
+        )
         .bind(code.to_owned())
         .bind(message.to_owned())
         .bind(now)
@@ -1064,6 +1112,8 @@ impl Store {
 
     /// Ends every unfinished task as FAILED. Run at gateway start: a task that was running
     /// when the previous process died cannot be resumed (its sessions lived in memory).
+    /// Signing tasks in PENDING_APPROVAL are left alone: they wait for people, not for a
+    /// process, and [`Store::expire_approvals`] ends them when their window closes.
     pub async fn fail_unfinished(&self, code: &str, message: &str, now: i64) -> Result<Swept> {
         let keys = self.q(concat!(
             "UPDATE mpc_keys SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
@@ -1075,10 +1125,9 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        let signs = self.q(concat!(
-            "UPDATE sign_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
-            open_states!()
-        ))
+        let signs = self.q(
+            "UPDATE sign_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ('INIT','PROCESSING')",
+        )
         .bind(code.to_owned())
         .bind(message.to_owned())
         .bind(now)
@@ -1103,45 +1152,6 @@ impl Store {
     }
 
     // ---- API mpc_keys ----
-
-    pub async fn insert_api_key(
-        &self,
-        id: &str,
-        token_hash: &str,
-        role: &str,
-        name: &str,
-        now: i64,
-    ) -> Result<()> {
-        self.q(
-            "INSERT INTO api_keys (id, token_hash, role, name, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(id.to_owned())
-        .bind(token_hash.to_owned())
-        .bind(role.to_owned())
-        .bind(name.to_owned())
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn find_api_key(&self, token_hash: &str) -> Result<Option<ApiKeyRow>> {
-        let row = self
-            .q("SELECT id, role, name, created_at, revoked FROM api_keys WHERE token_hash = ?")
-            .bind(token_hash.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(ApiKeyRow {
-                id: r.try_get("id")?,
-                role: r.try_get("role")?,
-                name: r.try_get("name")?,
-                created_at: r.try_get("created_at")?,
-                revoked: r.try_get::<i64, _>("revoked")? != 0,
-            })
-        })
-        .transpose()
-    }
 
     pub async fn count_api_keys(&self) -> Result<i64> {
         let row = self
@@ -1364,6 +1374,7 @@ fn key_row(r: &AnyRow) -> Result<KeyRow> {
         generation: u32::try_from(r.try_get::<i64, _>("generation")?)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         node_group: r.try_get("node_group")?,
+        created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
     })
 }

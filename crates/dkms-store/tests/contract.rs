@@ -29,6 +29,7 @@ fn key(id: &str) -> KeyRow {
         deletion_at: None,
         generation: 0,
         node_group: None,
+        created_by: String::new(),
         created_at: 1,
     }
 }
@@ -155,6 +156,10 @@ async fn sweep_fails_only_open_tasks(s: &Store) {
     s.insert_key(&key("done")).await.unwrap();
     s.finish_key("done", "02", None, None, 2).await.unwrap();
     s.insert_sign(&sign("so", "done")).await.unwrap();
+    // A task waiting for approvers is not waiting for a process: the sweep leaves it.
+    let mut waiting = sign("sa", "done");
+    waiting.status = TaskStatus::PendingApproval;
+    s.insert_sign(&waiting).await.unwrap();
     let swept = s.fail_unfinished("INTERNAL", "restarted", 3).await.unwrap();
     assert_eq!(
         swept,
@@ -175,22 +180,32 @@ async fn sweep_fails_only_open_tasks(s: &Store) {
         s.get_sign("so").await.unwrap().unwrap().status,
         TaskStatus::Failed
     );
+    assert_eq!(s.get_sign("sa").await.unwrap().unwrap(), waiting);
 }
 
 async fn api_keys(s: &Store) {
     assert_eq!(s.count_api_keys().await.unwrap(), 0);
-    s.insert_api_key("id1", "hash1", "admin", "bootstrap", 1)
-        .await
-        .unwrap();
+    let admin = |id: &str| dkms_store::ApiKeyRow {
+        id: id.into(),
+        name: "bootstrap".into(),
+        roles: vec!["admin".into()],
+        groups: vec![],
+        owner: None,
+        created_at: 1,
+        expires_at: None,
+        last_used_at: None,
+        revoked: false,
+    };
+    s.insert_api_key(&admin("id1"), "hash1").await.unwrap();
     assert!(matches!(
-        s.insert_api_key("id2", "hash1", "admin", "dup", 1).await,
+        s.insert_api_key(&admin("id2"), "hash1").await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(s.count_api_keys().await.unwrap(), 1);
     let k = s.find_api_key("hash1").await.unwrap().unwrap();
     assert_eq!(
-        (k.id.as_str(), k.role.as_str(), k.revoked),
-        ("id1", "admin", false)
+        (k.id.as_str(), k.roles.as_slice(), k.revoked),
+        ("id1", &["admin".to_string()][..], false)
     );
     assert!(s.find_api_key("other").await.unwrap().is_none());
 }
