@@ -343,13 +343,19 @@ pub enum WaitCmd {
 
 /// Runs one client subcommand against the gateway at `args.url`.
 pub async fn run(args: &ClientArgs, cmd: ClientCommand) -> Result<()> {
-    let token = resolve_token(args.token.as_deref(), Path::new(DEFAULT_TOKEN_FILE))?;
-    let client = Client::new(&args.url, token.as_deref().unwrap_or(""))
-        .with_context(|| format!("cannot use gateway URL {:?}", args.url))?;
-    let had_token = token.is_some();
+    let (client, had_token) = connect(args)?;
     run_with(&client, cmd)
         .await
         .map_err(|e| add_token_hint(e, had_token))
+}
+
+/// A client for `args.url` with the resolved token, and whether there was a token (for
+/// [`add_token_hint`]).
+pub(crate) fn connect(args: &ClientArgs) -> Result<(Client, bool)> {
+    let token = resolve_token(args.token.as_deref(), Path::new(DEFAULT_TOKEN_FILE))?;
+    let client = Client::new(&args.url, token.as_deref().unwrap_or(""))
+        .with_context(|| format!("cannot use gateway URL {:?}", args.url))?;
+    Ok((client, token.is_some()))
 }
 
 async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
@@ -567,7 +573,7 @@ async fn wait_sign(client: &Client, instance_id: &str, timeout_secs: u64) -> Res
     )
 }
 
-fn check_finished(
+pub(crate) fn check_finished(
     what: &str,
     status: &str,
     code: Option<&str>,
@@ -735,7 +741,7 @@ fn resolve_token(explicit: Option<&str>, file: &Path) -> Result<Option<String>> 
     }
 }
 
-fn add_token_hint(err: anyhow::Error, had_token: bool) -> anyhow::Error {
+pub(crate) fn add_token_hint(err: anyhow::Error, had_token: bool) -> anyhow::Error {
     let unauthenticated = err
         .downcast_ref::<ClientError>()
         .and_then(ClientError::error_code)
@@ -750,7 +756,12 @@ fn add_token_hint(err: anyhow::Error, had_token: bool) -> anyhow::Error {
     }
 }
 
-fn timeout_hint(err: ClientError, timeout_secs: u64, kind: &str, id: &str) -> anyhow::Error {
+pub(crate) fn timeout_hint(
+    err: ClientError,
+    timeout_secs: u64,
+    kind: &str,
+    id: &str,
+) -> anyhow::Error {
     match err {
         ClientError::Timeout => anyhow!(
             "TIMEOUT: {kind} {id} did not reach a terminal status within {timeout_secs}s; \
@@ -760,7 +771,7 @@ fn timeout_hint(err: ClientError, timeout_secs: u64, kind: &str, id: &str) -> an
     }
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot format the response")?;
     println!("{text}");
     Ok(())

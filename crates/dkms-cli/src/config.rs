@@ -41,6 +41,15 @@ pub struct GatewaySection {
     pub deletion_day_secs: u64,
     /// How often due deletions are looked for, in seconds (`DKMS_REAPER_INTERVAL_SECS`).
     pub reaper_interval_secs: u64,
+    /// Lifetime of a login session token in seconds (`DKMS_SESSION_TTL_SECS`, 8 h).
+    pub session_ttl_secs: u64,
+    /// Failed logins in a row that lock an account (`DKMS_MAX_FAILED_LOGINS`, 5) …
+    pub max_failed_logins: u32,
+    /// … for this many seconds (`DKMS_LOGIN_LOCKOUT_SECS`, 15 min).
+    pub login_lockout_secs: u64,
+    /// How long a signing waits for its approvals before it is rejected, in seconds
+    /// (`DKMS_APPROVAL_TTL_SECS`, 24 h).
+    pub approval_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +92,10 @@ impl Default for GatewaySection {
             max_open_tasks: 4096,
             deletion_day_secs: 86_400,
             reaper_interval_secs: 10,
+            session_ttl_secs: 8 * 3600,
+            max_failed_logins: 5,
+            login_lockout_secs: 15 * 60,
+            approval_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -155,6 +168,18 @@ impl Config {
         }
         if let Some(v) = get("DKMS_REAPER_INTERVAL_SECS") {
             self.gateway.reaper_interval_secs = num("DKMS_REAPER_INTERVAL_SECS", v)?;
+        }
+        if let Some(v) = get("DKMS_SESSION_TTL_SECS") {
+            self.gateway.session_ttl_secs = num("DKMS_SESSION_TTL_SECS", v)?;
+        }
+        if let Some(v) = get("DKMS_MAX_FAILED_LOGINS") {
+            self.gateway.max_failed_logins = num("DKMS_MAX_FAILED_LOGINS", v)?;
+        }
+        if let Some(v) = get("DKMS_LOGIN_LOCKOUT_SECS") {
+            self.gateway.login_lockout_secs = num("DKMS_LOGIN_LOCKOUT_SECS", v)?;
+        }
+        if let Some(v) = get("DKMS_APPROVAL_TTL_SECS") {
+            self.gateway.approval_ttl_secs = num("DKMS_APPROVAL_TTL_SECS", v)?;
         }
         if let Some(v) = get("DKMS_NODE_TAG") {
             self.node.tag = Some(v);

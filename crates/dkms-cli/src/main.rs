@@ -4,6 +4,7 @@
 mod client_cmd;
 mod config;
 mod dev;
+mod governance_cmd;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     Dev(dev::DevArgs),
     #[command(flatten)]
     Client(client_cmd::ClientCommand),
+    #[command(flatten)]
+    Governance(governance_cmd::GovernanceCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -101,6 +104,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Client(cmd) => client_cmd::run(&cli.client, cmd).await,
+        Command::Governance(cmd) => governance_cmd::run(&cli.client, cmd).await,
         Command::Node(args) => {
             let cfg = Config::load(cli.config.as_deref())?;
             init_logging(&cfg.log_format);
@@ -160,6 +164,10 @@ pub(crate) fn gateway_config(cfg: &Config) -> Result<dkms_gateway::GatewayConfig
     g.max_open_tasks = cfg.gateway.max_open_tasks;
     g.deletion_day = Duration::from_secs(cfg.gateway.deletion_day_secs.max(1));
     g.reaper_interval = Duration::from_secs(cfg.gateway.reaper_interval_secs.max(1));
+    g.session_ttl = Duration::from_secs(cfg.gateway.session_ttl_secs.max(1));
+    g.max_failed_logins = cfg.gateway.max_failed_logins.max(1);
+    g.login_lockout = Duration::from_secs(cfg.gateway.login_lockout_secs);
+    g.approval_ttl = Duration::from_secs(cfg.gateway.approval_ttl_secs.max(1));
     Ok(g)
 }
 
@@ -274,4 +282,15 @@ async fn run_node(mut cfg: Config, args: NodeArgs) -> Result<()> {
     runner::run(ctx, cfg.node.gateway_url.clone(), join_token, rx).await?;
     tracing::info!("node stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
 }

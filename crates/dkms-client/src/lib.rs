@@ -31,7 +31,14 @@ pub use dkms_proto::api::{
     ScheduleDeletionRequest, SealedShare, SignInfo, TaskInfo,
 };
 
+pub use dkms_proto::api::{
+    ApiKeyInfo, ApiKeyRequest, ApprovalInfo, ApprovalVote, AuditHead, AuditPage, DryRunRequest,
+    DryRunResponse, LoginResponse, PolicyInfo, PolicyPutRequest, SignTxRequest, UserInfo,
+    UserRequest, WhoAmI,
+};
 pub use dkms_proto::api::{NodeGroupInfo, NodeGroupRequest};
+
+mod governance;
 
 /// Lifecycle changes that take only a key id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -671,6 +678,21 @@ impl Client {
         let timeout = Duration::from_millis(wait_ms) + LONG_POLL_GRACE;
         self.get(path, &[(id_name, id), ("waitMs", &wait)], timeout)
             .await
+    }
+
+    /// A GET whose success body is not the envelope (JSON lines); errors still are.
+    async fn get_text(&self, path: &str, query: &[(&str, &str)]) -> Result<String, ClientError> {
+        let url = self.url(path, query)?;
+        let req = self.authed(self.http.get(url).timeout(REQUEST_TIMEOUT));
+        let (status, body) = send(req).await?;
+        if (200..300).contains(&status) {
+            return String::from_utf8(body)
+                .map_err(|_| ClientError::Protocol(format!("{path}: the answer is not UTF-8")));
+        }
+        decode_envelope::<serde_json::Value>(status, &body)?;
+        Err(ClientError::Protocol(format!(
+            "{path}: HTTP {status} with a success envelope"
+        )))
     }
 
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(

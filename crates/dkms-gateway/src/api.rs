@@ -2,6 +2,7 @@
 //! answers anything malformed with a 400 in the envelope before touching state.
 
 use crate::auth::{self, Principal};
+use crate::authz::{self, Access};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, SecretJson};
 use crate::{AppState, MAX_BODY_BYTES, orchestrator, relay};
@@ -28,7 +29,11 @@ use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 
+mod approvals;
+mod audit;
 mod groups;
+mod identity;
+mod policy;
 
 /// Most parties a key may have (DKG cost grows with n²).
 pub const MAX_PARTIES: usize = 16;
@@ -36,15 +41,6 @@ pub const MAX_PARTIES: usize = 16;
 pub const MAX_WAIT_MS: u64 = 30_000;
 /// How long an `Idempotency-Key` is remembered.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// No bearer token (health, this document, the node link with its in-band proof).
-    Public,
-    /// Behind [`auth::require_token`].
-    Bearer,
-}
 
 /// The HTTP methods the API uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,93 +87,291 @@ fn with_body_limit(mut r: Route, limit: usize) -> Route {
 /// Every endpoint of the gateway, in one place: the router is built from this table, and
 /// a test checks that `openapi.json` documents exactly these.
 fn routes() -> Vec<Route> {
-    use Access::{Bearer, Public};
+    use Access::{Authenticated, Key, Public, Service};
     use Verb::{Get, Post};
+    use dkms_policy::Action as A;
     vec![
         route(Get, "/api/health", Public, health),
         route(Get, "/api/openapi.json", Public, openapi),
         route(Get, "/api/node/link", Public, relay::node_link),
-        route(Post, "/api/mappic/pod/createPod", Bearer, create_pod),
-        route(Post, "/api/mappic/pod/joinToken", Bearer, join_token),
-        route(Get, "/api/mappic/pod/list", Bearer, list_pods),
-        route(Post, "/api/mappic/pod/resetPod", Bearer, reset_pod),
+        route(Post, "/api/mappic/auth/login", Public, identity::login),
+        route(
+            Post,
+            "/api/mappic/auth/logout",
+            Authenticated,
+            identity::logout,
+        ),
+        route(
+            Get,
+            "/api/mappic/auth/whoami",
+            Authenticated,
+            identity::whoami,
+        ),
+        route(
+            Post,
+            "/api/mappic/user/create",
+            Service(A::ManageUsers),
+            identity::user_create,
+        ),
+        route(
+            Post,
+            "/api/mappic/user/update",
+            Service(A::ManageUsers),
+            identity::user_update,
+        ),
+        route(
+            Post,
+            "/api/mappic/user/delete",
+            Service(A::ManageUsers),
+            identity::user_delete,
+        ),
+        route(
+            Get,
+            "/api/mappic/user/list",
+            Service(A::ManageUsers),
+            identity::user_list,
+        ),
+        route(
+            Post,
+            "/api/mappic/apikey/create",
+            Service(A::ManageUsers),
+            identity::apikey_create,
+        ),
+        route(
+            Get,
+            "/api/mappic/apikey/list",
+            Service(A::ManageUsers),
+            identity::apikey_list,
+        ),
+        route(
+            Post,
+            "/api/mappic/apikey/revoke",
+            Service(A::ManageUsers),
+            identity::apikey_revoke,
+        ),
+        route(
+            Post,
+            "/api/mappic/policy/put",
+            Service(A::ManagePolicies),
+            policy::put,
+        ),
+        route(
+            Post,
+            "/api/mappic/policy/delete",
+            Service(A::ManagePolicies),
+            policy::delete,
+        ),
+        route(
+            Post,
+            "/api/mappic/policy/dryRun",
+            Service(A::ManagePolicies),
+            policy::dry_run,
+        ),
+        route(
+            Get,
+            "/api/mappic/policy/get",
+            Service(A::ReadAudit),
+            policy::get,
+        ),
+        route(
+            Get,
+            "/api/mappic/policy/list",
+            Service(A::ReadAudit),
+            policy::list,
+        ),
+        route(
+            Get,
+            "/api/mappic/policy/history",
+            Service(A::ReadAudit),
+            policy::history,
+        ),
+        route(
+            Get,
+            "/api/mappic/audit/query",
+            Service(A::ReadAudit),
+            audit::query,
+        ),
+        route(
+            Get,
+            "/api/mappic/audit/export",
+            Service(A::ReadAudit),
+            audit::export,
+        ),
+        route(
+            Get,
+            "/api/mappic/audit/head",
+            Service(A::ReadAudit),
+            audit::head,
+        ),
+        route(
+            Post,
+            "/api/mappic/pod/createPod",
+            Service(A::ManageNodes),
+            create_pod,
+        ),
+        route(
+            Post,
+            "/api/mappic/pod/joinToken",
+            Service(A::ManageNodes),
+            join_token,
+        ),
+        route(Get, "/api/mappic/pod/list", Service(A::List), list_pods),
+        route(
+            Post,
+            "/api/mappic/pod/resetPod",
+            Service(A::ManageNodes),
+            reset_pod,
+        ),
         route(
             Post,
             "/api/mappic/pod/setRegion",
-            Bearer,
+            Service(A::ManageNodes),
             groups::set_region,
         ),
         route(
             Post,
             "/api/mappic/group/create",
-            Bearer,
+            Service(A::ManageGroups),
             groups::group_create,
         ),
-        route(Get, "/api/mappic/group/get", Bearer, groups::group_get),
-        route(Get, "/api/mappic/group/list", Bearer, groups::group_list),
+        route(
+            Get,
+            "/api/mappic/group/get",
+            Service(A::List),
+            groups::group_get,
+        ),
+        route(
+            Get,
+            "/api/mappic/group/list",
+            Service(A::List),
+            groups::group_list,
+        ),
         route(
             Post,
             "/api/mappic/group/update",
-            Bearer,
+            Service(A::ManageGroups),
             groups::group_update,
         ),
         route(
             Post,
             "/api/mappic/group/delete",
-            Bearer,
+            Service(A::ManageGroups),
             groups::group_delete,
         ),
-        route(Post, "/api/mappic/dkms/key/gen", Bearer, key_gen),
-        route(Get, "/api/mappic/dkms/key/get", Bearer, key_get),
-        route(Post, "/api/mappic/dkms/key/import", Bearer, key_import),
-        route(Get, "/api/mappic/dkms/key/list", Bearer, key_list),
-        route(Post, "/api/mappic/dkms/key/update", Bearer, key_update),
-        route(Post, "/api/mappic/dkms/key/disable", Bearer, key_disable),
-        route(Post, "/api/mappic/dkms/key/enable", Bearer, key_enable),
+        route(Post, "/api/mappic/dkms/key/gen", Key(A::Generate), key_gen),
+        route(Get, "/api/mappic/dkms/key/get", Key(A::Get), key_get),
+        route(
+            Post,
+            "/api/mappic/dkms/key/import",
+            Key(A::Import),
+            key_import,
+        ),
+        route(Get, "/api/mappic/dkms/key/list", Service(A::List), key_list),
+        route(
+            Post,
+            "/api/mappic/dkms/key/update",
+            Key(A::Update),
+            key_update,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/key/disable",
+            Key(A::Update),
+            key_disable,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/key/enable",
+            Key(A::Update),
+            key_enable,
+        ),
         route(
             Post,
             "/api/mappic/dkms/key/scheduleDeletion",
-            Bearer,
+            Key(A::Delete),
             key_schedule_deletion,
         ),
         route(
             Post,
             "/api/mappic/dkms/key/cancelDeletion",
-            Bearer,
+            Key(A::Delete),
             key_cancel_deletion,
         ),
-        route(Post, "/api/mappic/dkms/key/refresh", Bearer, key_refresh),
-        route(Post, "/api/mappic/dkms/key/recover", Bearer, key_recover),
-        route(Get, "/api/mappic/dkms/key/derive", Bearer, key_derive),
-        route(Get, "/api/mappic/dkms/task/get", Bearer, task_get),
+        route(
+            Post,
+            "/api/mappic/dkms/key/refresh",
+            Key(A::Refresh),
+            key_refresh,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/key/recover",
+            Key(A::Recover),
+            key_recover,
+        ),
+        route(Get, "/api/mappic/dkms/key/derive", Key(A::Get), key_derive),
+        route(Get, "/api/mappic/dkms/task/get", Key(A::Get), task_get),
         with_body_limit(
             route(
                 Post,
                 "/api/mappic/dkms/key/importShares",
-                Bearer,
+                Key(A::Import),
                 key_import_shares,
             ),
             MAX_SHARES_BODY_BYTES,
         ),
-        route(Post, "/api/mappic/dkms/sign/req", Bearer, sign_req),
-        route(Get, "/api/mappic/dkms/sign/get", Bearer, sign_get),
+        route(Post, "/api/mappic/dkms/sign/req", Key(A::Sign), sign_req),
+        with_body_limit(
+            route(
+                Post,
+                "/api/mappic/dkms/sign/tx",
+                Key(A::SignTx),
+                approvals::sign_tx,
+            ),
+            MAX_TX_BODY_BYTES,
+        ),
+        route(Get, "/api/mappic/dkms/sign/get", Key(A::Get), sign_get),
+        route(
+            Get,
+            "/api/mappic/dkms/approval/list",
+            Service(A::List),
+            approvals::list,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/approval/approve",
+            Key(A::Approve),
+            approvals::approve,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/approval/reject",
+            Key(A::Approve),
+            approvals::reject,
+        ),
     ]
 }
 
+/// A transaction's call data may be up to 128 KiB, sent as hex.
+pub const MAX_TX_BODY_BYTES: usize = 512 * 1024;
+
 pub fn router(state: AppState) -> Router {
-    let (mut public, mut authed) = (Router::new(), Router::new());
+    let mut router = Router::new();
     for r in routes() {
-        match r.access {
-            Access::Public => public = public.route(r.path, r.handler),
-            Access::Bearer => authed = authed.route(r.path, r.handler),
-        }
+        let handler = match r.access {
+            Access::Public => r.handler,
+            access => r.handler.route_layer(middleware::from_fn_with_state(
+                auth::RouteGuard {
+                    state: state.clone(),
+                    access,
+                    action: auth::action_name(r.path),
+                },
+                auth::guard,
+            )),
+        };
+        router = router.route(r.path, handler);
     }
-    let authed = authed.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
-    public
-        .merge(authed)
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -192,8 +386,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Gives every request an id, in a tracing span and the `x-request-id` header.
-async fn request_id(req: Request, next: Next) -> Response {
+async fn request_id(mut req: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
+    req.extensions_mut().insert(auth::RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let mut resp = next.run(req).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -217,7 +412,7 @@ fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
     Json(Envelope::ok(data))
 }
 
-fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {
@@ -313,6 +508,11 @@ where
                 )
                 .into_response();
             }
+            // The first request was decided and audited; this only repeats its answer.
+            principal.audit.with(|d| {
+                d.decision = Some((true, Vec::new()));
+                d.details.insert("idempotentReplay".into(), key.clone());
+            });
             let status = StatusCode::from_u16(prev.status_code).unwrap_or(StatusCode::OK);
             return (
                 status,
@@ -617,11 +817,13 @@ async fn key_gen(
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyGen", &req, || async {
         let (plan, group) = plan_keygen(&state, &req).await?;
+        let key_id = KeyId::new_random().to_string();
+        authorize_new_key(&state, &principal, &key_id, &plan, group.as_ref()).await?;
         check_nodes(&state, &plan).await?;
         let permit = admit_task(&state)?;
-        let key_id = KeyId::new_random().to_string();
         insert_key_row(
             &state,
+            &principal,
             &key_id,
             &plan,
             dkms_store::ORIGIN_GENERATED,
@@ -657,8 +859,29 @@ async fn check_nodes(state: &AppState, plan: &KeygenPlan) -> ApiResult<()> {
     Ok(())
 }
 
+/// Decides the route's action (generate or import) on the key about to be created.
+async fn authorize_new_key(
+    state: &AppState,
+    principal: &Principal,
+    key_id: &str,
+    plan: &KeygenPlan,
+    node_group: Option<&dkms_proto::GroupName>,
+) -> ApiResult<()> {
+    let attrs = dkms_policy::KeyAttrs {
+        id: key_id.to_owned(),
+        labels: Default::default(),
+        group: node_group.map(|g| g.to_string()).unwrap_or_default(),
+        key_type: plan.key_type.as_str().into(),
+        exportable: false,
+        creator: principal.label(),
+    };
+    principal.authorize_key(state, attrs, |_| {}).await?;
+    Ok(())
+}
+
 async fn insert_key_row(
     state: &AppState,
+    principal: &Principal,
     key_id: &str,
     plan: &KeygenPlan,
     origin: &str,
@@ -684,6 +907,7 @@ async fn insert_key_row(
             deletion_at: None,
             generation: 0,
             node_group: node_group.map(|g| g.to_string()),
+            created_by: principal.label(),
             created_at: state.clock.now_ms(),
         })
         .await
@@ -758,13 +982,22 @@ async fn key_import(
         "keyImport",
         &fingerprint,
         || async {
+            let key_id = KeyId::new_random().to_string();
+            authorize_new_key(&state, &principal, &key_id, &plan, None).await?;
             check_nodes(&state, &plan).await?;
             let permit = admit_task(&state)?;
             let secret = secret
                 .take()
                 .ok_or_else(|| ApiError::internal("import ran twice"))?;
-            let key_id = KeyId::new_random().to_string();
-            insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_IMPORTED, None).await?;
+            insert_key_row(
+                &state,
+                &principal,
+                &key_id,
+                &plan,
+                dkms_store::ORIGIN_IMPORTED,
+                None,
+            )
+            .await?;
             tracing::info!(key_id = %key_id, principal = %principal.id, "key import requested");
             orchestrator::spawn_import(
                 state.clone(),
@@ -824,9 +1057,18 @@ async fn key_import_shares(
             })?;
             shares.push((tag.clone(), sealed));
         }
+        authorize_new_key(&state, &principal, &key_id, &plan, None).await?;
         check_nodes(&state, &plan).await?;
         let permit = admit_task(&state)?;
-        insert_key_row(&state, &key_id, &plan, dkms_store::ORIGIN_IMPORTED, None).await?;
+        insert_key_row(
+            &state,
+            &principal,
+            &key_id,
+            &plan,
+            dkms_store::ORIGIN_IMPORTED,
+            None,
+        )
+        .await?;
         tracing::info!(key_id = %key_id, principal = %principal.id, "client-side key import requested");
         orchestrator::spawn_import(
             state.clone(),
@@ -953,11 +1195,26 @@ async fn existing_key(state: &AppState, raw: &str) -> ApiResult<dkms_store::KeyR
         .ok_or_else(|| ApiError::new(ErrorCode::KeyNotFound, format!("no key with id {key_id}")))
 }
 
+/// Loads a key and decides the route's action on it (with `context` for what is signed).
+async fn authorized_key(
+    state: &AppState,
+    principal: &Principal,
+    raw: &str,
+    context: impl FnOnce(&mut dkms_policy::RequestContext),
+) -> ApiResult<dkms_store::KeyRow> {
+    let key = existing_key(state, raw).await?;
+    principal
+        .authorize_key(state, authz::key_attrs(state, &key).await?, context)
+        .await?;
+    Ok(key)
+}
+
 async fn key_update(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(req): ApiJson<KeyUpdateRequest>,
 ) -> ApiResult<Json<Envelope<KeyInfo>>> {
-    let key = existing_key(&state, &req.key_id).await?;
+    let key = authorized_key(&state, &principal, &req.key_id, |_| {}).await?;
     if let Some(labels) = &req.labels {
         if labels.len() > MAX_LABELS {
             return Err(ApiError::invalid(format!(
@@ -1017,12 +1274,13 @@ async fn reload(state: &AppState, key_id: &str) -> ApiResult<Json<Envelope<KeyIn
 /// Moves a key between lifecycle states, or says why it cannot.
 async fn transition(
     state: &AppState,
+    principal: &Principal,
     raw_id: &str,
     from: &[&str],
     to: &str,
     deletion_at: Option<i64>,
 ) -> ApiResult<Json<Envelope<KeyInfo>>> {
-    let key = existing_key(state, raw_id).await?;
+    let key = authorized_key(state, principal, raw_id, |_| {}).await?;
     if !state
         .store
         .set_key_state(&key.key_id, from, to, deletion_at, state.clock.now_ms())
@@ -1049,18 +1307,36 @@ async fn transition(
 
 async fn key_disable(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(req): ApiJson<KeyIdRequest>,
 ) -> ApiResult<Json<Envelope<KeyInfo>>> {
     use dkms_store::{STATE_DISABLED, STATE_ENABLED};
-    transition(&state, &req.key_id, &[STATE_ENABLED], STATE_DISABLED, None).await
+    transition(
+        &state,
+        &principal,
+        &req.key_id,
+        &[STATE_ENABLED],
+        STATE_DISABLED,
+        None,
+    )
+    .await
 }
 
 async fn key_enable(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(req): ApiJson<KeyIdRequest>,
 ) -> ApiResult<Json<Envelope<KeyInfo>>> {
     use dkms_store::{STATE_DISABLED, STATE_ENABLED};
-    transition(&state, &req.key_id, &[STATE_DISABLED], STATE_ENABLED, None).await
+    transition(
+        &state,
+        &principal,
+        &req.key_id,
+        &[STATE_DISABLED],
+        STATE_ENABLED,
+        None,
+    )
+    .await
 }
 
 /// Shortest and longest waiting period before a deletion destroys the shares.
@@ -1068,6 +1344,7 @@ pub const DELETION_WINDOW_DAYS: std::ops::RangeInclusive<i64> = 7..=30;
 
 async fn key_schedule_deletion(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(req): ApiJson<ScheduleDeletionRequest>,
 ) -> ApiResult<Json<Envelope<KeyInfo>>> {
     use dkms_store::{STATE_DISABLED, STATE_ENABLED, STATE_PENDING_DELETION};
@@ -1086,6 +1363,7 @@ async fn key_schedule_deletion(
         .saturating_add(days.saturating_mul(day_ms));
     transition(
         &state,
+        &principal,
         &req.key_id,
         &[STATE_ENABLED, STATE_DISABLED],
         STATE_PENDING_DELETION,
@@ -1103,8 +1381,9 @@ async fn key_refresh(
     ApiJson(req): ApiJson<KeyIdRequest>,
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyRefresh", &req, || async {
-        let key = existing_key(&state, &req.key_id).await?;
+        let key = authorized_key(&state, &principal, &req.key_id, |_| {}).await?;
         let (instance_id, permit) = begin_maintenance(&state, &key, "REFRESH", "refreshed").await?;
+        principal.note("instanceId", &instance_id);
         tracing::info!(key_id = %key.key_id, instance_id = %instance_id, principal = %principal.id, "refresh requested");
         orchestrator::spawn_maintenance(
             state.clone(),
@@ -1180,7 +1459,7 @@ async fn key_recover(
     ApiJson(req): ApiJson<RecoverKeyRequest>,
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyRecover", &req, || async {
-        let key = existing_key(&state, &req.key_id).await?;
+        let key = authorized_key(&state, &principal, &req.key_id, |_| {}).await?;
         let lost: NodeTag = req.lost_participant.parse().map_err(|e: dkms_proto::ParseError| {
             ApiError::invalid(format!("lostParticipant: {e}"))
         })?;
@@ -1218,6 +1497,9 @@ async fn key_recover(
             Some(_) => {}
         }
         let (instance_id, permit) = begin_maintenance(&state, &key, "RECOVER", "recovered").await?;
+        principal.note("instanceId", &instance_id);
+        principal.note("lostParticipant", lost.as_str());
+        principal.note("newParticipant", newcomer.as_str());
         tracing::info!(key_id = %key.key_id, instance_id = %instance_id, %lost, %newcomer, principal = %principal.id, "recovery requested");
         orchestrator::spawn_maintenance(
             state.clone(),
@@ -1243,10 +1525,11 @@ struct TaskQuery {
 
 async fn task_get(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(q): ApiQuery<TaskQuery>,
 ) -> ApiResult<Json<Envelope<TaskInfo>>> {
     let id = parse_id(q.instance_id.as_deref(), "instanceId")?.to_string();
-    let info = load_waiting(&state, &id, q.wait_ms.unwrap_or(0), || async {
+    let load = || async {
         let row = state.store.get_key_task(&id).await?.ok_or_else(|| {
             ApiError::new(ErrorCode::TaskNotFound, format!("no task with id {id}"))
         })?;
@@ -1263,19 +1546,24 @@ async fn task_get(
             },
             status,
         ))
-    })
-    .await?;
-    Ok(ok(info))
+    };
+    let (first, _) = load().await?;
+    authorized_key(&state, &principal, &first.key_id, |_| {}).await?;
+    Ok(ok(
+        load_waiting(&state, &id, q.wait_ms.unwrap_or(0), load).await?
+    ))
 }
 
 async fn key_cancel_deletion(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiJson(req): ApiJson<KeyIdRequest>,
 ) -> ApiResult<Json<Envelope<KeyInfo>>> {
     use dkms_store::{STATE_DISABLED, STATE_PENDING_DELETION};
     // As AWS KMS: a key whose deletion was cancelled comes back disabled.
     transition(
         &state,
+        &principal,
         &req.key_id,
         &[STATE_PENDING_DELETION],
         STATE_DISABLED,
@@ -1332,9 +1620,11 @@ where
 
 async fn key_get(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(q): ApiQuery<KeyQuery>,
 ) -> ApiResult<Json<Envelope<KeyInfo>>> {
     let key_id = parse_id(q.key_id.as_deref(), "keyId")?.to_string();
+    authorized_key(&state, &principal, &key_id, |_| {}).await?;
     let info = load_waiting(&state, &key_id, q.wait_ms.unwrap_or(0), || async {
         let row = state.store.get_key(&key_id).await?.ok_or_else(|| {
             ApiError::new(ErrorCode::KeyNotFound, format!("no key with id {key_id}"))
@@ -1387,57 +1677,21 @@ async fn sign_req(
     ApiJson(req): ApiJson<SignRequest>,
 ) -> Response {
     idempotent(&state, &principal, &headers, "signReq", &req, || async {
-        let digest: Digest32 = req.digest_hex.parse().map_err(|e: dkms_proto::ParseError| {
-            ApiError::invalid(e.0)
-        })?;
-        let key_id = parse_id(Some(req.key_id.as_str()), "keyId")?.to_string();
-        let key = state.store.get_key(&key_id).await?.ok_or_else(|| {
-            ApiError::new(ErrorCode::KeyNotFound, format!("no key with id {key_id}"))
-        })?;
-        if key.status != TaskStatus::Finished {
-            return Err(ApiError::new(
-                ErrorCode::KeyNotReady,
-                format!(
-                    "key {key_id} is {}; only a FINISHED key can sign",
-                    key.status
-                ),
-            ));
-        }
-        if key.state != dkms_store::STATE_ENABLED {
-            return Err(ApiError::new(
-                ErrorCode::KeyDisabled,
-                format!(
-                    "key {key_id} is {}; only an ENABLED key can sign",
-                    key.state
-                ),
-            ));
-        }
-        let derivation_path = match &req.derivation_path {
-            None => None,
-            Some(p) => {
-                let (path, _) = derived(&state, &key, p).await?;
-                Some(dkms_mpc::derive::format_path(&path))
-            }
-        };
-        let permit = admit_task(&state)?;
-        let instance_id = uuid::Uuid::new_v4().to_string();
-        state
-            .store
-            .insert_sign(&dkms_store::SignRow {
-                instance_id: instance_id.clone(),
-                key_id: key_id.clone(),
-                digest: digest.to_hex(),
-                status: TaskStatus::Init,
-                signature: None,
-                signers: Vec::new(),
-                error_code: None,
-                error_message: None,
-                derivation_path,
-                created_at: state.clock.now_ms(),
-            })
-            .await?;
-        tracing::info!(instance_id = %instance_id, key_id = %key_id, principal = %principal.id, "signing requested");
-        orchestrator::spawn_sign(state.clone(), instance_id.clone(), permit);
+        let digest: Digest32 = req
+            .digest_hex
+            .parse()
+            .map_err(|e: dkms_proto::ParseError| ApiError::invalid(e.0))?;
+        let instance_id = approvals::submit_sign(
+            &state,
+            &principal,
+            approvals::SignAsk {
+                key_id: parse_id(Some(req.key_id.as_str()), "keyId")?.to_string(),
+                digest,
+                derivation_path: approvals::canonical_path(req.derivation_path.as_deref())?,
+                tx: None,
+            },
+        )
+        .await?;
         to_value(SignRequestResponse { instance_id })
     })
     .await
@@ -1452,10 +1706,11 @@ struct SignQuery {
 
 async fn sign_get(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(q): ApiQuery<SignQuery>,
 ) -> ApiResult<Json<Envelope<SignInfo>>> {
     let id = parse_id(q.instance_id.as_deref(), "instanceId")?.to_string();
-    let info = load_waiting(&state, &id, q.wait_ms.unwrap_or(0), || async {
+    let load = || async {
         let row = state.store.get_sign(&id).await?.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::TaskNotFound,
@@ -1463,13 +1718,20 @@ async fn sign_get(
             )
         })?;
         let status = row.status;
-        Ok((sign_info(row)?, status))
-    })
-    .await?;
-    Ok(ok(info))
+        let extras = state.store.get_sign_extras(&id).await?;
+        Ok((sign_info(row, extras.as_ref())?, status))
+    };
+    let (first, _) = load().await?;
+    authorized_key(&state, &principal, &first.key_id, |_| {}).await?;
+    Ok(ok(
+        load_waiting(&state, &id, q.wait_ms.unwrap_or(0), load).await?
+    ))
 }
 
-fn sign_info(row: dkms_store::SignRow) -> ApiResult<SignInfo> {
+fn sign_info(
+    row: dkms_store::SignRow,
+    extras: Option<&dkms_store::SignExtras>,
+) -> ApiResult<SignInfo> {
     let (r, s, v, der) = match &row.signature {
         Some(h) => {
             let b = hex::decode(h).map_err(ApiError::internal)?;
@@ -1500,6 +1762,8 @@ fn sign_info(row: dkms_store::SignRow) -> ApiResult<SignInfo> {
         error_code: row.error_code,
         signers: row.signers,
         derivation_path: row.derivation_path,
+        signed_tx: extras.and_then(|e| e.signed_tx.clone()),
+        tx_hash: extras.and_then(|e| e.tx_hash.clone()),
         created_at: rfc3339(row.created_at),
     })
 }
@@ -1538,9 +1802,16 @@ struct DeriveQuery {
 
 async fn key_derive(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     ApiQuery(q): ApiQuery<DeriveQuery>,
 ) -> ApiResult<Json<Envelope<DerivedKey>>> {
-    let key = existing_key(&state, q.key_id.as_deref().unwrap_or_default()).await?;
+    let key = authorized_key(
+        &state,
+        &principal,
+        q.key_id.as_deref().unwrap_or_default(),
+        |_| {},
+    )
+    .await?;
     let raw = q
         .path
         .as_deref()

@@ -74,6 +74,8 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        // For the audit log, which records each request's outcome by code.
+        resp.extensions_mut().insert(self.code);
         resp
     }
 }

@@ -4,8 +4,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod orchestrator;
 pub mod relay;
 
@@ -39,8 +41,15 @@ pub struct GatewayConfig {
     /// Length of a "day" of the scheduled-deletion waiting period. 24 h; only tests
     /// shorten it.
     pub deletion_day: Duration,
-    /// How often due deletions are looked for.
+    /// How often due deletions and expired approvals are looked for.
     pub reaper_interval: Duration,
+    /// How long a login session token lives.
+    pub session_ttl: Duration,
+    /// Failed logins in a row that lock an account, and for how long.
+    pub max_failed_logins: u32,
+    pub login_lockout: Duration,
+    /// How long a request that needs approvals waits for them before it is REJECTED.
+    pub approval_ttl: Duration,
 }
 
 impl GatewayConfig {
@@ -59,6 +68,10 @@ impl GatewayConfig {
             max_open_tasks: 4096,
             deletion_day: Duration::from_secs(24 * 3600),
             reaper_interval: Duration::from_secs(10),
+            session_ttl: Duration::from_secs(8 * 3600),
+            max_failed_logins: 5,
+            login_lockout: Duration::from_secs(15 * 60),
+            approval_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -121,6 +134,8 @@ pub struct AppState {
     pub open_tasks: Arc<Semaphore>,
     /// Concurrency of running protocol sessions.
     pub sessions: Arc<Semaphore>,
+    /// The compiled policy set.
+    pub policies: Arc<authz::Policies>,
 }
 
 /// A gateway bound to its listener, ready to serve.
@@ -177,6 +192,7 @@ impl Gateway {
             clock,
             waiters: Arc::new(Waiters::default()),
             launcher,
+            policies: Arc::new(authz::Policies::default()),
         };
         Ok(Gateway { state, listener })
     }

@@ -116,7 +116,7 @@ fn spawn_key_task(
             let _permit = permit;
             let result = run_key_task(&state, &key_id, import).await;
             let now = state.clock.now_ms();
-            let stored = match result {
+            let stored = match &result {
                 Ok(made) => {
                     info!("key ready");
                     state
@@ -141,6 +141,11 @@ fn spawn_key_task(
             if let Err(e) = stored {
                 warn!(error = %e, "could not record the end of the key task");
             }
+            let outcome = match &result {
+                Ok(_) => "FINISHED".to_owned(),
+                Err(f) => format!("FAILED {}", f.code),
+            };
+            crate::authz::task_outcome(&state, "key.end", &key_id, &key_id, &outcome).await;
             state.waiters.wake(&key_id);
         }
         .instrument(span),
@@ -356,6 +361,8 @@ pub fn spawn_reaper(state: AppState) {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                expire_approvals(&state).await;
+                purge_expired(&state).await;
                 let due = match state.store.due_deletions(state.clock.now_ms()).await {
                     Ok(due) => due,
                     Err(e) => {
@@ -375,6 +382,39 @@ pub fn spawn_reaper(state: AppState) {
         }
         .instrument(info_span!("reaper")),
     );
+}
+
+/// Drops login sessions past their expiry and limit counters of windows long gone (the
+/// longest window is 366 days).
+async fn purge_expired(state: &AppState) {
+    let now = state.clock.now_ms();
+    if let Err(e) = state.store.purge_expired_sessions(now).await {
+        warn!(error = %e, "could not purge expired sessions");
+    }
+    let oldest_bucket = now.div_euclid(1000) - 367 * 86_400;
+    if let Err(e) = state.store.purge_quota(oldest_bucket).await {
+        warn!(error = %e, "could not purge old limit counters");
+    }
+}
+
+/// Rejects signings whose approval window closed, and gives back their limit claims.
+async fn expire_approvals(state: &AppState) {
+    let expired = match state.store.expire_approvals(state.clock.now_ms()).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            warn!(error = %e, "could not look for expired approvals");
+            return;
+        }
+    };
+    for id in expired {
+        info!(instance_id = %id, "approval window closed; signing rejected");
+        crate::limits::refund_claims(state, &id).await;
+        if let Ok(Some(row)) = state.store.get_sign(&id).await {
+            crate::authz::task_outcome(state, "sign.end", &row.key_id, &id, "APPROVAL_EXPIRED")
+                .await;
+        }
+        state.waiters.wake(&id);
+    }
 }
 
 async fn delete_shares(state: &AppState, key: &dkms_store::KeyRow) -> Result<(), TaskFailure> {
@@ -466,6 +506,11 @@ pub fn spawn_maintenance(
             {
                 warn!(error = %e, "could not record the end of the task");
             }
+            let outcome = match &result {
+                Ok(generation) => format!("FINISHED generation {generation}"),
+                Err(f) => format!("FAILED {}", f.code),
+            };
+            crate::authz::task_outcome(&state, "task.end", &key_id, &instance_id, &outcome).await;
             state.waiters.wake(&instance_id);
         }
         .instrument(span),
@@ -665,28 +710,95 @@ pub fn spawn_sign(state: AppState, instance_id: String, permit: tokio::sync::Own
     tokio::spawn(
         async move {
             let _permit = permit;
-            let result = run_sign(&state, &instance_id).await;
+            let mut result = run_sign(&state, &instance_id).await;
+            if let Ok(sig) = &result
+                && let Err(f) = attach_signed_tx(&state, &instance_id, sig).await
+            {
+                result = Err(f);
+            }
             let now = state.clock.now_ms();
-            let stored = match result {
+            let (stored, outcome) = match &result {
                 Ok(sig) => {
                     info!("signed");
-                    state.store.finish_sign(&instance_id, &sig, now).await
+                    let stored = state.store.finish_sign(&instance_id, sig, now).await;
+                    (stored, "FINISHED".to_owned())
                 }
                 Err(f) => {
                     warn!(code = %f.code, message = %f.message, "signing failed");
-                    state
+                    let stored = state
                         .store
                         .fail_sign(&instance_id, f.code.as_str(), &f.message, now)
-                        .await
+                        .await;
+                    if matches!(stored, Ok(true)) {
+                        crate::limits::refund_claims(&state, &instance_id).await;
+                    }
+                    (stored, format!("FAILED {}", f.code))
                 }
             };
             if let Err(e) = stored {
                 warn!(error = %e, "could not record the end of signing");
             }
+            if let Ok(Some(row)) = state.store.get_sign(&instance_id).await {
+                crate::authz::task_outcome(&state, "sign.end", &row.key_id, &instance_id, &outcome)
+                    .await;
+            }
             state.waiters.wake(&instance_id);
         }
         .instrument(span),
     );
+}
+
+/// The transaction a `sign/tx` task signs, as stored with it.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredTx {
+    pub chain_id: u64,
+    pub transaction: dkms_eth::TxRequest,
+}
+
+/// For a transaction signing, builds the raw signed transaction from the signature and
+/// stores it with its hash before the task is marked FINISHED.
+async fn attach_signed_tx(
+    state: &AppState,
+    instance_id: &str,
+    signature_hex: &str,
+) -> Result<(), TaskFailure> {
+    let internal = |e: String| TaskFailure::new(ErrorCode::Internal, e);
+    let Some(extras) = state
+        .store
+        .get_sign_extras(instance_id)
+        .await
+        .map_err(|e| internal(e.to_string()))?
+    else {
+        return Ok(());
+    };
+    let Some(tx) = extras.tx.as_deref() else {
+        return Ok(());
+    };
+    let stored: StoredTx = serde_json::from_str(tx).map_err(|e| internal(e.to_string()))?;
+    let unsigned = dkms_eth::UnsignedTx::new(stored.chain_id, &stored.transaction)
+        .map_err(|e| internal(e.to_string()))?;
+    let sig = hex::decode(signature_hex).map_err(|e| internal(e.to_string()))?;
+    let (r, rest) = sig
+        .split_at_checked(32)
+        .ok_or_else(|| internal("short signature".into()))?;
+    let (s, v) = rest
+        .split_at_checked(32)
+        .ok_or_else(|| internal("short signature".into()))?;
+    let (r, s): ([u8; 32], [u8; 32]) = (
+        r.try_into().map_err(|_| internal("bad r".into()))?,
+        s.try_into().map_err(|_| internal("bad s".into()))?,
+    );
+    let recovery_id = *v.first().ok_or_else(|| internal("no recovery id".into()))?;
+    let signed = unsigned
+        .encode_signed(&r, &s, recovery_id)
+        .map_err(|e| internal(e.to_string()))?;
+    state
+        .store
+        .set_signed_tx(instance_id, &signed.raw_hex(), &signed.hash_hex())
+        .await
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(())
 }
 
 async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFailure> {
@@ -708,6 +820,17 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
         .await
         .map_err(internal)?
         .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotFound, "the key no longer exists"))?;
+    // Checked again here: a signing held for approvals may be released after the key
+    // was disabled or scheduled for deletion.
+    if key.state != dkms_store::STATE_ENABLED {
+        return Err(TaskFailure::new(
+            ErrorCode::KeyDisabled,
+            format!(
+                "key {} is {}; only an ENABLED key can sign",
+                key.key_id, key.state
+            ),
+        ));
+    }
     let public_key = key
         .public_key
         .as_deref()

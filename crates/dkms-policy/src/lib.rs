@@ -7,8 +7,8 @@
 //! [`Obligation`]s (approvals, rate and spend limits), which it counts itself in SQL.
 //!
 //! ```
-//! use dkms_policy::{Action, KeyAttrs, Obligation, PolicyStore, Principal, Request,
-//!                   RequestContext, SignDetails, TxDetails, Window};
+//! use dkms_policy::{Action, KeyAttrs, LimitScope, Obligation, PolicyStore, Principal,
+//!                   Request, RequestContext, SignDetails, TxDetails, Window};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let custom = r#"
 //!     @id("treasury-tx")
@@ -39,7 +39,8 @@
 //! assert_eq!(decision.obligations[0].obligation,
 //!            Obligation::RequireApprovals { count: 2, group: Some("treasury".into()) });
 //! assert_eq!(decision.obligations[1].obligation,
-//!            Obligation::SpendLimit { max_wei: 10u128.pow(18), window: Window::DAY });
+//!            Obligation::SpendLimit { max_wei: 10u128.pow(18), window: Window::DAY,
+//!                                        per: LimitScope::Key });
 //! # Ok(()) }
 //! ```
 //!
@@ -115,6 +116,7 @@
 //! | `@approver_group("treasury")` | … by members of that group (needs `@requires_approvals`) |
 //! | `@rate_limit("10/hour")` | [`Obligation::RateLimit`]: at most 10 per window bucket |
 //! | `@spend_limit_wei("1000000000000000000/day")` | [`Obligation::SpendLimit`]: at most that many wei (a `u128`) per bucket |
+//! | `@limit_per("principal")` | whose usage the policy's limits count: `key` (default: all principals together), `principal` (across keys) or `key,principal` |
 //!
 //! Windows ([`Window`]) are `second`, `minute`, `hour`, `day`, `week` or a count and a
 //! unit (`15m`, `6h`, `2d`, `1w`), up to 366 days; buckets are fixed and aligned to UTC
@@ -165,9 +167,9 @@ mod store;
 
 pub use error::{PolicyError, RequestError, ValidationIssue};
 pub use obligation::{
-    ANN_APPROVER_GROUP, ANN_DESCRIPTION, ANN_ID, ANN_RATE_LIMIT, ANN_REQUIRES_APPROVALS,
-    ANN_SPEND_LIMIT_WEI, KNOWN_ANNOTATIONS, MAX_APPROVALS, MAX_WINDOW_SECS, Obligation,
-    PolicyObligation, Window, WindowError, bucket_start,
+    ANN_APPROVER_GROUP, ANN_DESCRIPTION, ANN_ID, ANN_LIMIT_PER, ANN_RATE_LIMIT,
+    ANN_REQUIRES_APPROVALS, ANN_SPEND_LIMIT_WEI, KNOWN_ANNOTATIONS, LimitScope, MAX_APPROVALS,
+    MAX_WINDOW_SECS, Obligation, PolicyObligation, Window, WindowError, bucket_start,
 };
 pub use request::{
     Action, BuiltinRole, KeyAttrs, Principal, PrincipalKind, Request, RequestContext, ResourceKind,

@@ -17,6 +17,9 @@ pub const ANN_APPROVER_GROUP: &str = "approver_group";
 pub const ANN_RATE_LIMIT: &str = "rate_limit";
 /// Annotation: at most N wei of transaction value per window (`"1000000000000000000/day"`).
 pub const ANN_SPEND_LIMIT_WEI: &str = "spend_limit_wei";
+/// Annotation: whose usage the policy's limits count (`"key"`, `"principal"` or
+/// `"key,principal"`; default `"key"`).
+pub const ANN_LIMIT_PER: &str = "limit_per";
 /// Annotation: the policy's id, required on every policy.
 pub const ANN_ID: &str = "id";
 /// Annotation: free text for people; ignored by the engine.
@@ -24,13 +27,14 @@ pub const ANN_DESCRIPTION: &str = "description";
 
 /// Every annotation the engine accepts. Anything else is refused, so that a misspelt
 /// obligation (`@rate_limits`) cannot silently lift a limit.
-pub const KNOWN_ANNOTATIONS: [&str; 6] = [
+pub const KNOWN_ANNOTATIONS: [&str; 7] = [
     ANN_ID,
     ANN_DESCRIPTION,
     ANN_REQUIRES_APPROVALS,
     ANN_APPROVER_GROUP,
     ANN_RATE_LIMIT,
     ANN_SPEND_LIMIT_WEI,
+    ANN_LIMIT_PER,
 ];
 
 /// Most approvals one policy may ask for; more is surely a typo.
@@ -45,10 +49,52 @@ pub enum Obligation {
     /// Hold the request in `PENDING_APPROVAL` until `count` distinct approvers agree.
     /// `group: None` means any principal allowed to `approve` the key.
     RequireApprovals { count: u32, group: Option<String> },
-    /// Allow at most `max` such requests per `window` bucket.
-    RateLimit { max: u32, window: Window },
-    /// Allow at most `max_wei` of summed transaction value per `window` bucket.
-    SpendLimit { max_wei: u128, window: Window },
+    /// Allow at most `max` such requests per `window` bucket, counted `per`.
+    RateLimit {
+        max: u32,
+        window: Window,
+        per: LimitScope,
+    },
+    /// Allow at most `max_wei` of summed transaction value per `window` bucket, counted
+    /// `per`.
+    SpendLimit {
+        max_wei: u128,
+        window: Window,
+        per: LimitScope,
+    },
+}
+
+/// Whose requests one limit counts together. A limit on a treasury wallet is about the
+/// key, whoever signs; a limit on a bot is about the principal, whichever key it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LimitScope {
+    /// One counter per key, shared by every principal (the default).
+    #[default]
+    Key,
+    /// One counter per principal, across every key it uses.
+    Principal,
+    /// One counter per (key, principal) pair.
+    KeyAndPrincipal,
+}
+
+impl LimitScope {
+    /// The annotation spelling, which [`LimitScope::parse`] reads back.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitScope::Key => "key",
+            LimitScope::Principal => "principal",
+            LimitScope::KeyAndPrincipal => "key,principal",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LimitScope> {
+        match s.replace(' ', "").as_str() {
+            "key" => Some(LimitScope::Key),
+            "principal" => Some(LimitScope::Principal),
+            "key,principal" | "principal,key" => Some(LimitScope::KeyAndPrincipal),
+            _ => None,
+        }
+    }
 }
 
 /// An obligation with the policy it came from, so the gateway can key its counters by
@@ -233,6 +279,7 @@ pub(crate) fn obligations_from_annotations<'a>(
 ) -> Result<Vec<Obligation>, AnnotationProblem> {
     let mut approvals: Option<u32> = None;
     let mut group: Option<String> = None;
+    let mut per: Option<LimitScope> = None;
     let mut out = Vec::new();
     for (key, value) in annotations {
         if !KNOWN_ANNOTATIONS.contains(&key) {
@@ -288,14 +335,47 @@ pub(crate) fn obligations_from_annotations<'a>(
                         "the maximum must be from 1 to 4294967295 (use a forbid policy to block)",
                     )
                 })?;
-                out.push(Obligation::RateLimit { max, window });
+                out.push(Obligation::RateLimit {
+                    max,
+                    window,
+                    per: LimitScope::Key,
+                });
             }
             ANN_SPEND_LIMIT_WEI => {
                 let (max_wei, window) =
                     parse_limit(value).map_err(|r| AnnotationProblem::new(key, value, r))?;
-                out.push(Obligation::SpendLimit { max_wei, window });
+                out.push(Obligation::SpendLimit {
+                    max_wei,
+                    window,
+                    per: LimitScope::Key,
+                });
+            }
+            ANN_LIMIT_PER => {
+                per = Some(LimitScope::parse(value).ok_or_else(|| {
+                    AnnotationProblem::new(
+                        key,
+                        value,
+                        "expected \"key\", \"principal\" or \"key,principal\"",
+                    )
+                })?);
             }
             _ => {}
+        }
+    }
+    if let Some(scope) = per {
+        let mut limited = false;
+        for o in &mut out {
+            if let Obligation::RateLimit { per, .. } | Obligation::SpendLimit { per, .. } = o {
+                *per = scope;
+                limited = true;
+            }
+        }
+        if !limited {
+            return Err(AnnotationProblem::new(
+                ANN_LIMIT_PER,
+                scope.as_str(),
+                "needs @rate_limit or @spend_limit_wei on the same policy",
+            ));
         }
     }
     match (approvals, group) {
@@ -419,6 +499,53 @@ mod tests {
     }
 
     #[test]
+    fn limit_scope_applies_to_the_policys_limits() {
+        let got = parse(&[
+            ("rate_limit", "10/hour"),
+            ("spend_limit_wei", "5/day"),
+            ("limit_per", "key, principal"),
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                Obligation::RateLimit {
+                    max: 10,
+                    window: Window::HOUR,
+                    per: LimitScope::KeyAndPrincipal
+                },
+                Obligation::SpendLimit {
+                    max_wei: 5,
+                    window: Window::DAY,
+                    per: LimitScope::KeyAndPrincipal
+                },
+            ]
+        );
+        let got = parse(&[("limit_per", "principal"), ("rate_limit", "1/m")]).unwrap();
+        assert!(
+            matches!(
+                got[..],
+                [Obligation::RateLimit {
+                    per: LimitScope::Principal,
+                    ..
+                }]
+            ),
+            "{got:?}"
+        );
+        let e = parse(&[("limit_per", "key")]).unwrap_err();
+        assert!(e.reason.contains("needs @rate_limit"), "{e:?}");
+        let e = parse(&[("rate_limit", "1/m"), ("limit_per", "everyone")]).unwrap_err();
+        assert_eq!(e.annotation, "limit_per");
+        for s in [
+            LimitScope::Key,
+            LimitScope::Principal,
+            LimitScope::KeyAndPrincipal,
+        ] {
+            assert_eq!(LimitScope::parse(s.as_str()), Some(s));
+        }
+    }
+
+    #[test]
     fn good_annotations_become_obligations() {
         let got = parse(&[
             ("id", "treasury-tx"),
@@ -438,11 +565,13 @@ mod tests {
                 },
                 Obligation::RateLimit {
                     max: 10,
-                    window: Window::HOUR
+                    window: Window::HOUR,
+                    per: LimitScope::Key
                 },
                 Obligation::SpendLimit {
                     max_wei: 1_000_000_000_000_000_000,
-                    window: Window::DAY
+                    window: Window::DAY,
+                    per: LimitScope::Key
                 },
             ]
         );
@@ -458,7 +587,8 @@ mod tests {
             parse(&[("spend_limit_wei", "100000000000000000000000/1w")]).unwrap(),
             vec![Obligation::SpendLimit {
                 max_wei: 100_000_000_000_000_000_000_000,
-                window: Window::WEEK
+                window: Window::WEEK,
+                per: LimitScope::Key
             }]
         );
         assert_eq!(parse(&[("id", "x")]).unwrap(), vec![]);

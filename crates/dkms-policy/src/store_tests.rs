@@ -3,7 +3,7 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::{
-    BuiltinRole, Obligation, PrincipalKind, SignDetails, TxDetails, Window,
+    BuiltinRole, LimitScope, Obligation, PrincipalKind, SignDetails, TxDetails, Window,
     obligation::PolicyObligation,
 };
 
@@ -453,7 +453,8 @@ fn obligations_come_from_determining_permits() {
         Some(
             &[Obligation::RateLimit {
                 max: 600,
-                window: Window::MINUTE
+                window: Window::MINUTE,
+                per: LimitScope::Key
             }][..]
         )
     );
@@ -477,11 +478,13 @@ fn obligations_come_from_determining_permits() {
             }),
             p(Obligation::RateLimit {
                 max: 10,
-                window: Window::HOUR
+                window: Window::HOUR,
+                per: LimitScope::Key
             }),
             p(Obligation::SpendLimit {
                 max_wei: ONE_ETH,
-                window: Window::DAY
+                window: Window::DAY,
+                per: LimitScope::Key
             }),
         ]
     );
@@ -512,7 +515,8 @@ fn obligations_come_from_determining_permits() {
             policy: "bot-sign-rate".into(),
             obligation: Obligation::RateLimit {
                 max: 600,
-                window: Window::MINUTE
+                window: Window::MINUTE,
+                per: LimitScope::Key
             }
         }]
     );

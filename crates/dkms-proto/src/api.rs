@@ -358,6 +358,12 @@ pub struct SignInfo {
     /// The BIP-32 path of the child key that signed, if not the key itself.
     #[serde(default)]
     pub derivation_path: Option<String>,
+    /// For `sign/tx`: the raw signed transaction, ready to broadcast (0x hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_tx: Option<String>,
+    /// For `sign/tx`: the transaction hash (0x hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<String>,
     pub created_at: String,
 }
 
@@ -368,4 +374,263 @@ pub struct Health {
     pub status: String,
     pub version: String,
     pub connected_nodes: Vec<String>,
+}
+
+// ---- identity ----
+
+/// `POST /api/mappic/auth/login`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// A session token, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    pub token: String,
+    pub expires_at: String,
+    pub username: String,
+    pub roles: Vec<String>,
+}
+
+/// `GET /api/mappic/auth/whoami`: the caller as the policy engine sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WhoAmI {
+    /// `user` or `apiKey`.
+    pub kind: String,
+    /// The username, or the API key's id.
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// `POST /api/mappic/user/create`; `user/update` takes the same fields, all but
+/// `username` optional.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRequest {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
+/// `POST /api/mappic/user/delete`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsernameRequest {
+    pub username: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInfo {
+    pub username: String,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+    /// Set while too many failed logins lock the account.
+    pub locked_until: Option<String>,
+    pub created_at: String,
+}
+
+/// `POST /api/mappic/apikey/create`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRequest {
+    pub name: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// 1 to 3650 days; absent: the key does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<i64>,
+}
+
+/// An API key as listed; `token` only in the answer to `apikey/create`, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub name: String,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    pub owner: Option<String>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+    pub revoked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `POST /api/mappic/apikey/revoke`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdRequest {
+    pub id: String,
+}
+
+// ---- policies ----
+
+/// `POST /api/mappic/policy/put`: creates (no `expectedVersion`) or replaces (the
+/// version being replaced) a named policy document of one or more Cedar policies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyPutRequest {
+    pub name: String,
+    pub text: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<i64>,
+}
+
+/// `POST /api/mappic/policy/delete`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDeleteRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: i64,
+    pub text: String,
+    pub description: String,
+    /// The `@id`s of the Cedar policies in the text.
+    pub policy_ids: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub deleted: bool,
+    /// True for the built-in role policies, which cannot be changed.
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+/// `POST /api/mappic/policy/dryRun`: would this request be allowed, and by which policy?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunRequest {
+    /// `user:<username>` or `apiKey:<id>` of an existing principal; or give `roles` and
+    /// `groups` for a hypothetical one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+    /// A Cedar action id: `sign`, `signTx`, `generate`, `managePolicies`, …
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_hex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_path: Option<String>,
+    /// For `signTx`: the chain id and transaction, as `sign/tx` takes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<serde_json::Value>,
+    /// A candidate policy document to evaluate as if it were stored (under `name`,
+    /// replacing a stored one of that name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<PolicyPutRequest>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DryRunResponse {
+    pub allowed: bool,
+    pub determining_policies: Vec<String>,
+    /// Approvals, rate and spend limits the request would be held to, in words.
+    pub obligations: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+// ---- transaction signing and approvals ----
+
+/// `POST /api/mappic/dkms/sign/tx`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignTxRequest {
+    pub key_id: String,
+    pub chain_id: u64,
+    /// The unsigned transaction (see the OpenAPI document for its fields).
+    pub transaction: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_path: Option<String>,
+}
+
+/// `POST /api/mappic/dkms/approval/approve` and `…/reject`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRequest {
+    pub instance_id: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalVote {
+    pub approver: String,
+    pub approve: bool,
+    pub comment: String,
+    pub created_at: String,
+}
+
+/// A signing that waits for approvals, or what an approval did to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalInfo {
+    pub instance_id: String,
+    pub key_id: String,
+    pub status: String,
+    pub requester: String,
+    pub digest_hex: String,
+    /// The unsigned transaction of a `sign/tx`, as requested.
+    pub transaction: Option<serde_json::Value>,
+    pub chain_id: Option<u64>,
+    pub required: u32,
+    pub approver_group: Option<String>,
+    pub policy: String,
+    pub expires_at: String,
+    pub votes: Vec<ApprovalVote>,
+}
+
+// ---- audit ----
+
+/// `GET /api/mappic/audit/query`: one page of entries (JSON lines objects).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub entries: Vec<serde_json::Value>,
+    /// Pass as `afterSeq` for the next page; absent on the last.
+    pub next_after_seq: Option<u64>,
+}
+
+/// `GET /api/mappic/audit/head`: the newest entry, to save as a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: String,
+    /// `seq:hash`, the form `dkms audit verify --anchor` takes.
+    pub anchor: String,
 }

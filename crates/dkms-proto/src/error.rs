@@ -25,6 +25,11 @@ pub enum ErrorCode {
     ProtocolFailed,
     Timeout,
     Overloaded,
+    /// A policy's rate or spend limit is used up for the current window.
+    RateLimited,
+    /// No such user, API key or policy.
+    PrincipalNotFound,
+    PolicyNotFound,
     Internal,
 }
 
@@ -40,7 +45,9 @@ impl ErrorCode {
             | ErrorCode::NodeNotFound
             | ErrorCode::GroupNotFound
             | ErrorCode::NotFound => 404,
+            ErrorCode::PrincipalNotFound | ErrorCode::PolicyNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RateLimited => 429,
             ErrorCode::Conflict | ErrorCode::KeyNotReady | ErrorCode::KeyDisabled => 409,
             ErrorCode::NodeUnavailable | ErrorCode::Overloaded => 503,
             ErrorCode::Timeout => 504,
@@ -68,6 +75,9 @@ impl ErrorCode {
             ErrorCode::ProtocolFailed => "PROTOCOL_FAILED",
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::PrincipalNotFound => "PRINCIPAL_NOT_FOUND",
+            ErrorCode::PolicyNotFound => "POLICY_NOT_FOUND",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -94,6 +104,9 @@ mod tests {
             ErrorCode::InvalidParameter,
             ErrorCode::NodeUnavailable,
             ErrorCode::KeyNotFound,
+            ErrorCode::RateLimited,
+            ErrorCode::PrincipalNotFound,
+            ErrorCode::PolicyNotFound,
             ErrorCode::Internal,
         ] {
             let json = serde_json::to_string(&code).unwrap();
