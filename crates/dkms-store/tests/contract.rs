@@ -4,35 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::key;
 use dkms_store::testdb::TestDb;
 use dkms_store::{
     Backend, KeyRow, KeyTaskRow, NODE_ACTIVE, NodeGroupRow, Reservation, SignRow, Store,
     StoreError, Swept, TaskStatus,
 };
-
-fn key(id: &str) -> KeyRow {
-    KeyRow {
-        key_id: id.into(),
-        key_type: "ECDSA_K1".into(),
-        scheme: "DKLS23_SECP256K1".into(),
-        threshold: 2,
-        total_shares: 3,
-        participants: vec!["a".into(), "b".into(), "c".into()],
-        status: TaskStatus::Init,
-        public_key: None,
-        address: None,
-        error_code: None,
-        error_message: None,
-        origin: dkms_store::ORIGIN_GENERATED.into(),
-        state: dkms_store::STATE_ENABLED.into(),
-        description: String::new(),
-        deletion_at: None,
-        generation: 0,
-        node_group: None,
-        created_by: String::new(),
-        created_at: 1,
-    }
-}
 
 fn sign(id: &str, key_id: &str) -> SignRow {
     SignRow {

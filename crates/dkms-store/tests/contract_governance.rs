@@ -11,38 +11,17 @@ use dkms_audit::{
     AuditEntry, AuditQuery, AuditRecord, Decision, Details, Principal, PrincipalKind, Timestamp,
     key_resource,
 };
+mod common;
+
+use common::key;
 use dkms_store::testdb::TestDb;
 use dkms_store::{
-    ApprovalOutcome, ApprovalRefused, ApprovalRule, Backend, KeyRow, SignExtras, SignRow, Store,
+    ApprovalOutcome, ApprovalRefused, ApprovalRule, Backend, SignExtras, SignRow, Store,
     StoreError, TaskStatus,
 };
 use std::collections::BTreeSet;
 
 // ---- fixtures ----
-
-fn key(id: &str) -> KeyRow {
-    KeyRow {
-        key_id: id.into(),
-        key_type: "ECDSA_K1".into(),
-        scheme: "DKLS23_SECP256K1".into(),
-        threshold: 2,
-        total_shares: 3,
-        participants: vec!["a".into(), "b".into(), "c".into()],
-        status: TaskStatus::Init,
-        public_key: None,
-        address: None,
-        error_code: None,
-        error_message: None,
-        origin: dkms_store::ORIGIN_GENERATED.into(),
-        state: dkms_store::STATE_ENABLED.into(),
-        description: String::new(),
-        deletion_at: None,
-        generation: 0,
-        node_group: None,
-        created_by: String::new(),
-        created_at: 1,
-    }
-}
 
 fn sign(id: &str, status: TaskStatus, created_at: i64) -> SignRow {
     SignRow {

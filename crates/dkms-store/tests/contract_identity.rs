@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use dkms_store::testdb::TestDb;
 use dkms_store::{
     ApiKeyRow, Backend, KeyRow, SessionRow, Store, StoreError, TaskStatus, UserRow, UserUpdate,
@@ -327,30 +329,6 @@ async fn api_keys_with_roles(s: &Store) {
     assert!(s.find_api_key("ah1").await.unwrap().unwrap().revoked);
 }
 
-fn key(id: &str, created_by: &str) -> KeyRow {
-    KeyRow {
-        key_id: id.into(),
-        key_type: "ECDSA_K1".into(),
-        scheme: "DKLS23_SECP256K1".into(),
-        threshold: 2,
-        total_shares: 3,
-        participants: vec!["a".into(), "b".into(), "c".into()],
-        status: TaskStatus::Init,
-        public_key: None,
-        address: None,
-        error_code: None,
-        error_message: None,
-        origin: dkms_store::ORIGIN_GENERATED.into(),
-        state: dkms_store::STATE_ENABLED.into(),
-        description: String::new(),
-        deletion_at: None,
-        generation: 0,
-        node_group: None,
-        created_by: created_by.into(),
-        created_at: 1,
-    }
-}
-
 async fn key_creators(s: &Store) {
     s.insert_key(&key("ck1", "user:u-alice")).await.unwrap();
     s.insert_key(&key("ck2", "")).await.unwrap();
@@ -664,4 +642,11 @@ async fn mysql_old_api_keys_migrate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_old_api_keys_migrate() {
     old_api_keys_migrate(Backend::Postgres).await;
+}
+
+fn key(id: &str, created_by: &str) -> KeyRow {
+    KeyRow {
+        created_by: created_by.into(),
+        ..common::key(id)
+    }
 }
