@@ -388,7 +388,7 @@ async fn finish(
     let Some((allowed, policies)) = draft.decision else {
         return response;
     };
-    if draft.skip || (is_read && allowed) {
+    if is_read && allowed {
         return response;
     }
     let outcome = match code {
@@ -396,34 +396,21 @@ async fn finish(
         None => format!("http {}", response.status().as_u16()),
         Some(c) => c.as_str().to_owned(),
     };
-    let mut details = dkms_audit::Details::new();
+    let mut details: Vec<(String, String)> = draft.details.into_iter().collect();
     if let Access::Service(a) | Access::Key(a) = guard.access {
-        let _ = details.insert("cedarAction", a.as_str());
+        details.push(("cedarAction".into(), a.as_str().into()));
     }
-    for (k, v) in draft.details {
-        if let Err(e) = details.insert(k, v) {
-            tracing::error!(error = %e, "an audit detail was refused");
-        }
-    }
-    let Ok(time) = dkms_audit::Timestamp::from_unix_millis(state.clock.now_ms()) else {
-        return response;
-    };
-    let record = dkms_audit::AuditRecord {
-        time,
-        request_id: principal.request_id.clone(),
+    let entry = authz::Entry {
+        request_id: &principal.request_id,
         principal: principal.audit_principal(),
-        action: guard.action.clone(),
-        resource: draft.key_id.map(dkms_audit::key_resource),
-        decision: if allowed {
-            dkms_audit::Decision::Allow
-        } else {
-            dkms_audit::Decision::Deny
-        },
+        action: &guard.action,
+        key_id: draft.key_id.as_deref(),
+        allowed,
         policies,
-        outcome,
+        outcome: &outcome,
         details,
     };
-    authz::append(state, record).await;
+    authz::record(state, entry).await;
     response
 }
 

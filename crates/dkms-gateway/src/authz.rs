@@ -110,9 +110,6 @@ pub struct AuditDraft {
     pub decision: Option<(bool, Vec<String>)>,
     /// Non-secret facts worth keeping: the task id created, the digest signed, …
     pub details: BTreeMap<String, String>,
-    /// Whether the request still needs an entry (false once written, e.g. for login,
-    /// which writes its own).
-    pub skip: bool,
 }
 
 /// Shared between the middleware and the handler of one request.
@@ -241,39 +238,55 @@ pub async fn key_attrs(state: &AppState, key: &dkms_store::KeyRow) -> ApiResult<
     })
 }
 
+/// One audit entry as the gateway writes it: after a request (the guard, login) or at
+/// the end of a task (the gateway itself). [`record`] stamps the time and appends it.
+pub struct Entry<'a> {
+    pub request_id: &'a str,
+    pub principal: dkms_audit::Principal,
+    pub action: &'a str,
+    pub key_id: Option<&'a str>,
+    pub allowed: bool,
+    pub policies: Vec<String>,
+    pub outcome: &'a str,
+    pub details: Vec<(String, String)>,
+}
+
 /// Writes an audit entry; a failure is logged (the request already happened).
-pub async fn append(state: &AppState, record: dkms_audit::AuditRecord) {
-    if let Err(e) = state.store.append_audit(&record).await {
-        tracing::error!(error = %e, action = %record.action, "could not write the audit entry");
+pub async fn record(state: &AppState, e: Entry<'_>) {
+    let mut details = dkms_audit::Details::new();
+    for (k, v) in e.details {
+        if let Err(err) = details.insert(k, v) {
+            tracing::error!(error = %err, "an audit detail was refused");
+        }
+    }
+    let time = match dkms_audit::Timestamp::from_unix_millis(state.clock.now_ms()) {
+        Ok(t) => t,
+        Err(err) => {
+            tracing::error!(error = %err, "the clock is out of the audit log's range");
+            return;
+        }
+    };
+    let record = dkms_audit::AuditRecord {
+        time,
+        request_id: e.request_id.to_owned(),
+        principal: e.principal,
+        action: e.action.to_owned(),
+        resource: e.key_id.map(dkms_audit::key_resource),
+        decision: if e.allowed {
+            dkms_audit::Decision::Allow
+        } else {
+            dkms_audit::Decision::Deny
+        },
+        policies: e.policies,
+        outcome: e.outcome.to_owned(),
+        details,
+    };
+    if let Err(err) = state.store.append_audit(&record).await {
+        tracing::error!(error = %err, action = %record.action, "could not write the audit entry");
     }
 }
 
-/// An audit record of the gateway itself (task outcomes), outside any request.
-pub fn system_record(
-    state: &AppState,
-    action: &str,
-    key_id: &str,
-    outcome: &str,
-    details: &[(&str, &str)],
-) -> Option<dkms_audit::AuditRecord> {
-    let mut d = dkms_audit::Details::new();
-    for (k, v) in details {
-        d.insert(*k, *v).ok()?;
-    }
-    Some(dkms_audit::AuditRecord {
-        time: dkms_audit::Timestamp::from_unix_millis(state.clock.now_ms()).ok()?,
-        request_id: String::new(),
-        principal: dkms_audit::Principal::new(dkms_audit::PrincipalKind::System, "gateway"),
-        action: action.to_owned(),
-        resource: Some(dkms_audit::key_resource(key_id)),
-        decision: dkms_audit::Decision::Allow,
-        policies: Vec::new(),
-        outcome: outcome.to_owned(),
-        details: d,
-    })
-}
-
-/// Records a task's end in the audit log.
+/// Records a task's end in the audit log, as the gateway itself.
 pub async fn task_outcome(
     state: &AppState,
     action: &str,
@@ -281,13 +294,15 @@ pub async fn task_outcome(
     instance_id: &str,
     outcome: &str,
 ) {
-    if let Some(r) = system_record(
-        state,
+    let entry = Entry {
+        request_id: "",
+        principal: dkms_audit::Principal::new(dkms_audit::PrincipalKind::System, "gateway"),
         action,
-        key_id,
+        key_id: Some(key_id),
+        allowed: true,
+        policies: Vec::new(),
         outcome,
-        &[("instanceId", instance_id)],
-    ) {
-        append(state, r).await;
-    }
+        details: vec![("instanceId".into(), instance_id.into())],
+    };
+    record(state, entry).await;
 }

@@ -170,6 +170,7 @@ pub use obligation::{
     ANN_APPROVER_GROUP, ANN_DESCRIPTION, ANN_ID, ANN_LIMIT_PER, ANN_RATE_LIMIT,
     ANN_REQUIRES_APPROVALS, ANN_SPEND_LIMIT_WEI, KNOWN_ANNOTATIONS, LimitScope, MAX_APPROVALS,
     MAX_WINDOW_SECS, Obligation, PolicyObligation, Window, WindowError, bucket_start,
+    is_valid_name,
 };
 pub use request::{
     Action, BuiltinRole, KeyAttrs, Principal, PrincipalKind, Request, RequestContext, ResourceKind,

@@ -393,7 +393,7 @@ pub(crate) fn obligations_from_annotations<'a>(
 }
 
 /// Names of groups, roles and policies: printable, no spaces or quotes, at most 128.
-pub(crate) fn is_valid_name(s: &str) -> bool {
+pub fn is_valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.chars()

@@ -54,11 +54,8 @@ fn check_names(field: &str, names: &[String]) -> ApiResult<()> {
         )));
     }
     for (i, n) in names.iter().enumerate() {
-        let ok = !n.is_empty()
-            && n.len() <= 128
-            && n.chars()
-                .all(|c| c.is_ascii_graphic() && !"\"'\\".contains(c));
-        if !ok {
+        // The same rule the policy engine applies to the names policies use.
+        if !dkms_policy::is_valid_name(n) {
             return Err(ApiError::invalid(format!(
                 "{field}[{i}]: {n:?} must be 1 to 128 printable characters without spaces or quotes"
             )));
@@ -95,27 +92,17 @@ fn api_key_info(k: dkms_store::ApiKeyRow) -> ApiKeyInfo {
 
 /// Writes the audit entry of a login attempt (login is public, so no guard writes it).
 async fn audit_login(state: &AppState, caller: &Caller, username: &str, outcome: &str) {
-    let Ok(time) = dkms_audit::Timestamp::from_unix_millis(state.clock.now_ms()) else {
-        return;
-    };
-    let mut details = dkms_audit::Details::new();
-    let _ = details.insert("clientIp", caller.ip.to_string());
-    let record = dkms_audit::AuditRecord {
-        time,
-        request_id: caller.request_id.clone(),
+    let entry = authz::Entry {
+        request_id: &caller.request_id,
         principal: dkms_audit::Principal::new(dkms_audit::PrincipalKind::User, username),
-        action: "auth.login".into(),
-        resource: None,
-        decision: if outcome == "ok" {
-            dkms_audit::Decision::Allow
-        } else {
-            dkms_audit::Decision::Deny
-        },
+        action: "auth.login",
+        key_id: None,
+        allowed: outcome == "ok",
         policies: Vec::new(),
-        outcome: outcome.into(),
-        details,
+        outcome,
+        details: vec![("clientIp".into(), caller.ip.to_string())],
     };
-    authz::append(state, record).await;
+    authz::record(state, entry).await;
 }
 
 /// `POST /api/mappic/auth/login`: a session token for a username and password. Failed
