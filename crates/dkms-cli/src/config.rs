@@ -50,6 +50,9 @@ pub struct GatewaySection {
     /// How long a signing waits for its approvals before it is rejected, in seconds
     /// (`DKMS_APPROVAL_TTL_SECS`, 24 h).
     pub approval_ttl_secs: u64,
+    /// Seconds without a heartbeat after which a gateway sharing the database is presumed
+    /// dead and its unfinished tasks are ended FAILED (`DKMS_GATEWAY_LEASE_SECS`, 15).
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,7 +60,9 @@ pub struct GatewaySection {
 pub struct NodeSection {
     /// This node's tag, as registered with `createPod` (`DKMS_NODE_TAG`).
     pub tag: Option<String>,
-    /// The gateway's node link, `ws://host:8889/api/node/link` (`DKMS_GATEWAY_URL`).
+    /// The gateways' node links, `ws://host:8889/api/node/link`; several gateways sharing
+    /// one database are listed comma-separated, and the node serves each of them
+    /// (`DKMS_GATEWAY_URL`).
     pub gateway_url: String,
     /// Where the node keeps its sealed store and sealing key (`DKMS_NODE_DATA_DIR`).
     pub data_dir: PathBuf,
@@ -96,6 +101,7 @@ impl Default for GatewaySection {
             max_failed_logins: 5,
             login_lockout_secs: 15 * 60,
             approval_ttl_secs: 24 * 3600,
+            lease_secs: 15,
         }
     }
 }
@@ -109,6 +115,29 @@ impl Default for NodeSection {
             sealer: "keyfile".into(),
             sealing_key_file: None,
         }
+    }
+}
+
+impl NodeSection {
+    /// The node links listed in `gateway_url`, each once, in order.
+    pub fn gateway_urls(&self) -> Result<Vec<String>> {
+        let mut urls: Vec<String> = Vec::new();
+        for u in self.gateway_url.split(',').map(str::trim) {
+            if u.is_empty() {
+                continue;
+            }
+            // This build has no TLS (see docs/deployment.md §2.2): wss:// would only fail later.
+            if !u.starts_with("ws://") {
+                bail!("node.gateway_url: {u:?} is not a ws:// URL");
+            }
+            if !urls.iter().any(|x| x == u) {
+                urls.push(u.to_owned());
+            }
+        }
+        if urls.is_empty() {
+            bail!("node.gateway_url names no gateway");
+        }
+        Ok(urls)
     }
 }
 
@@ -181,6 +210,9 @@ impl Config {
         if let Some(v) = get("DKMS_APPROVAL_TTL_SECS") {
             self.gateway.approval_ttl_secs = num("DKMS_APPROVAL_TTL_SECS", v)?;
         }
+        if let Some(v) = get("DKMS_GATEWAY_LEASE_SECS") {
+            self.gateway.lease_secs = num("DKMS_GATEWAY_LEASE_SECS", v)?;
+        }
         if let Some(v) = get("DKMS_NODE_TAG") {
             self.node.tag = Some(v);
         }
@@ -222,5 +254,24 @@ mod tests {
                 .is_err()
         );
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn several_gateway_links() {
+        let mut node = NodeSection {
+            gateway_url: " ws://a:1/api/node/link, ws://b:2/api/node/link,,ws://a:1/api/node/link"
+                .into(),
+            ..NodeSection::default()
+        };
+        assert_eq!(
+            node.gateway_urls().unwrap(),
+            ["ws://a:1/api/node/link", "ws://b:2/api/node/link"]
+        );
+        node.gateway_url = "http://a:1/".into();
+        assert!(node.gateway_urls().is_err());
+        node.gateway_url = "wss://a:1/api/node/link".into();
+        assert!(node.gateway_urls().is_err());
+        node.gateway_url = " , ".into();
+        assert!(node.gateway_urls().is_err());
     }
 }

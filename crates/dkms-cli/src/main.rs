@@ -168,6 +168,7 @@ pub(crate) fn gateway_config(cfg: &Config) -> Result<dkms_gateway::GatewayConfig
     g.max_failed_logins = cfg.gateway.max_failed_logins.max(1);
     g.login_lockout = Duration::from_secs(cfg.gateway.login_lockout_secs);
     g.approval_ttl = Duration::from_secs(cfg.gateway.approval_ttl_secs.max(1));
+    g.lease = Duration::from_secs(cfg.gateway.lease_secs.max(1));
     Ok(g)
 }
 
@@ -221,6 +222,7 @@ async fn run_node(mut cfg: Config, args: NodeArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("the node needs a tag: --tag, node.tag or DKMS_NODE_TAG"))?
         .parse()
         .map_err(|e| anyhow!("node tag: {e}"))?;
+    let urls = cfg.node.gateway_urls()?;
     let dir = cfg.node.data_dir.clone();
     create_private_dir(&dir)?;
     let sealer: Arc<dyn Sealer> = match cfg.node.sealer.as_str() {
@@ -278,8 +280,8 @@ async fn run_node(mut cfg: Config, args: NodeArgs) -> Result<()> {
         }
         let _ = tx.send(true);
     });
-    tracing::info!(node = %tag, gateway = %cfg.node.gateway_url, "node starting");
-    runner::run(ctx, cfg.node.gateway_url.clone(), join_token, rx).await?;
+    tracing::info!(node = %tag, gateways = ?urls, "node starting");
+    runner::run_all(ctx, urls, join_token, rx).await?;
     tracing::info!("node stopped");
     Ok(())
 }

@@ -125,9 +125,15 @@ async fn a_gateway_killed_mid_keygen_leaves_a_truthful_task_and_usable_keys() {
         .await
         .unwrap();
     let c = stack.client.clone();
-    let k = c.get_key(&doomed).await.unwrap();
+    // The restarted gateway ends the dead process's task once that one's lease lapsed.
+    let k = c.wait_key(&doomed, WAIT).await.unwrap();
     assert_eq!(k.status, "FAILED", "{k:?}");
-    assert!(k.error_message.unwrap().contains("restarted"));
+    assert_eq!(k.error_code.as_deref(), Some("GATEWAY_LOST"), "{k:?}");
+    assert!(
+        k.error_message
+            .unwrap()
+            .contains("stopped before the task ended")
+    );
     assert!(k.public_key.is_none());
     let refused = c
         .request_sign(&doomed, &hex::encode(digest("x")))

@@ -1587,6 +1587,10 @@ fn parse_id(raw: Option<&str>, name: &str) -> ApiResult<KeyId> {
         .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("{name}: {e}")))
 }
 
+/// How often a long-poll re-reads its task: a task run by another gateway sharing the
+/// database ends without waking this process's waiters.
+const REPOLL: Duration = Duration::from_millis(250);
+
 /// Loads a task view, long-polling up to `wait_ms` until it is terminal.
 async fn load_waiting<T, F, Fut>(state: &AppState, id: &str, wait_ms: u64, load: F) -> ApiResult<T>
 where
@@ -1612,9 +1616,11 @@ where
             state.waiters.wake(id);
             return Ok(v);
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Ok(v);
         }
+        let _ = tokio::time::timeout_at(deadline.min(now + REPOLL), notified).await;
     }
 }
 

@@ -50,6 +50,9 @@ pub struct GatewayConfig {
     pub login_lockout: Duration,
     /// How long a request that needs approvals waits for them before it is REJECTED.
     pub approval_ttl: Duration,
+    /// A gateway that has not renewed its heartbeat for this long is presumed dead, and
+    /// the tasks it was running are ended FAILED by the gateways that remain.
+    pub lease: Duration,
 }
 
 impl GatewayConfig {
@@ -72,6 +75,7 @@ impl GatewayConfig {
             max_failed_logins: 5,
             login_lockout: Duration::from_secs(15 * 60),
             approval_ttl: Duration::from_secs(24 * 3600),
+            lease: Duration::from_secs(15),
         }
     }
 }
@@ -155,22 +159,14 @@ impl Gateway {
             .await
             .map_err(|e| StartError(format!("opening the store: {e}")))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let swept = store
-            .fail_unfinished(
-                dkms_proto::ErrorCode::Internal.as_str(),
-                "the gateway restarted while this task was running; it did not complete and can be retried",
-                clock.now_ms(),
-            )
+        // Registered before serving, so that no task of this process is ever taken for an
+        // orphan. Tasks of an earlier process are ended by the lease sweep once its
+        // heartbeat is older than the lease.
+        store
+            .heartbeat(clock.now_ms())
             .await
-            .map_err(|e| StartError(format!("sweeping unfinished tasks: {e}")))?;
-        if swept.keys + swept.signs + swept.tasks > 0 {
-            tracing::warn!(
-                keys = swept.keys,
-                signs = swept.signs,
-                tasks = swept.tasks,
-                "ended tasks left unfinished by a previous gateway process as FAILED"
-            );
-        }
+            .map_err(|e| StartError(format!("registering this gateway: {e}")))?;
+        tracing::info!(gateway_id = store.gateway_id(), "gateway registered");
         if auth::bootstrap_admin(&store, &config.admin_token_file, clock.now_ms())
             .await
             .map_err(|e| StartError(format!("bootstrap admin key: {}", e.message)))?
@@ -208,6 +204,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         use axum::serve::ListenerExt;
         orchestrator::spawn_reaper(self.state.clone());
+        orchestrator::spawn_heartbeat(self.state.clone());
         let app = api::router(self.state);
         // Protocol rounds are many small frames: Nagle's algorithm would add tens of ms.
         let listener = self.listener.tap_io(|tcp| {

@@ -384,6 +384,91 @@ pub fn spawn_reaper(state: AppState) {
     );
 }
 
+/// Renews this gateway's heartbeat, several times per lease, and ends FAILED the tasks of
+/// gateways whose heartbeat lapsed (another process sharing the database, or an earlier
+/// process of this one), so that no task stays unfinished after its gateway died.
+pub fn spawn_heartbeat(state: AppState) {
+    tokio::spawn(
+        async move {
+            let lease = state.config.lease;
+            let mut tick = tokio::time::interval((lease / 5).max(Duration::from_millis(200)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+            let mut last_forget = 0;
+            loop {
+                tick.tick().await;
+                let now = state.clock.now_ms();
+                if let Err(e) = state.store.heartbeat(now).await {
+                    // Not sweeping either: this process's own view of liveness is stale.
+                    warn!(error = %e, "could not renew this gateway's heartbeat");
+                    continue;
+                }
+                end_orphans(&state, now.saturating_sub(lease_ms), now).await;
+                if now - last_forget > 3_600_000 {
+                    last_forget = now;
+                    if let Err(e) = state.store.forget_gateways(now - 86_400_000).await {
+                        warn!(error = %e, "could not forget long-gone gateways");
+                    }
+                }
+            }
+        }
+        .instrument(info_span!("heartbeat")),
+    );
+}
+
+/// Ends the tasks whose gateway has been silent since `cutoff`, with what an auditor and
+/// the caller need: the audit entry, given-back limit claims, and woken long-polls.
+async fn end_orphans(state: &AppState, cutoff: i64, now: i64) {
+    let secs = state.config.lease.as_secs();
+    let message = |gateway: Option<&str>| match gateway {
+        Some(id) => format!(
+            "the gateway that ran this task ({id}) stopped before the task ended \
+             (no heartbeat for {secs} s); it did not complete and can be sent again"
+        ),
+        None => "the gateway that ran this task stopped before the task ended; \
+                 it did not complete and can be sent again"
+            .to_owned(),
+    };
+    let orphans = match state
+        .store
+        .fail_orphaned(cutoff, ErrorCode::GatewayLost.as_str(), message, now)
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            warn!(error = %e, "could not look for tasks of stopped gateways");
+            return;
+        }
+    };
+    if orphans.is_empty() {
+        return;
+    }
+    warn!(
+        keys = orphans.keys.len(),
+        signs = orphans.signs.len(),
+        tasks = orphans.tasks.len(),
+        "ended FAILED the tasks of a gateway that stopped"
+    );
+    let outcome = format!("FAILED {}", ErrorCode::GatewayLost);
+    for (key_id, _) in &orphans.keys {
+        crate::authz::task_outcome(state, "key.end", key_id, key_id, &outcome).await;
+        state.waiters.wake(key_id);
+    }
+    for (id, _) in &orphans.signs {
+        crate::limits::refund_claims(state, id).await;
+        if let Ok(Some(row)) = state.store.get_sign(id).await {
+            crate::authz::task_outcome(state, "sign.end", &row.key_id, id, &outcome).await;
+        }
+        state.waiters.wake(id);
+    }
+    for (id, _) in &orphans.tasks {
+        if let Ok(Some(task)) = state.store.get_key_task(id).await {
+            crate::authz::task_outcome(state, "task.end", &task.key_id, id, &outcome).await;
+        }
+        state.waiters.wake(id);
+    }
+}
+
 /// Drops login sessions past their expiry and limit counters of windows long gone (the
 /// longest window is 366 days).
 async fn purge_expired(state: &AppState) {
@@ -608,6 +693,7 @@ async fn run_maintenance(
         .store
         .commit_generation(
             key_id,
+            instance_id,
             key.generation,
             new_members.as_deref(),
             state.clock.now_ms(),
@@ -617,7 +703,7 @@ async fn run_maintenance(
     {
         return Err(TaskFailure::new(
             ErrorCode::Conflict,
-            "the key's generation changed during the task",
+            "the key's generation changed during the task, or the task was ended meanwhile",
         ));
     }
     // Best effort: a node that misses this promotes its staged share at its next signing.

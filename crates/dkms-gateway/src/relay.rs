@@ -460,13 +460,16 @@ async fn admit(
         .ok_or_else(|| format!("node tag {tag} is not registered; create it with createPod"))?;
     let sk = hex::encode(identity.signing_key);
     let ek = hex::encode(identity.encryption_key);
-    if row.status == dkms_store::NODE_ACTIVE {
+    let pinned = |row: &dkms_store::NodeRow| {
         if row.signing_key.as_deref() != Some(sk.as_str())
             || row.encryption_key.as_deref() != Some(ek.as_str())
         {
             return Err("identity keys differ from the ones pinned when this node joined".into());
         }
-        return Ok(());
+        Ok(())
+    };
+    if row.status == dkms_store::NODE_ACTIVE {
+        return pinned(&row);
     }
     let token = join_token.ok_or("this node has not joined yet and sent no join token")?;
     let ok = state
@@ -481,7 +484,12 @@ async fn admit(
         .await
         .map_err(|e| format!("store: {e}"))?;
     if !ok {
-        return Err("invalid or already used join token".into());
+        // A node linked to several gateways presents its token to each at first start;
+        // one of them pinned it meanwhile, and then the pinned identity decides.
+        return match state.store.get_node(tag.as_str()).await {
+            Ok(Some(row)) if row.status == dkms_store::NODE_ACTIVE => pinned(&row),
+            _ => Err("invalid or already used join token".into()),
+        };
     }
     info!(node = %tag, "node joined; identity pinned");
     Ok(())

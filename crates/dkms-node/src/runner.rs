@@ -104,6 +104,32 @@ impl NodeContext {
     }
 }
 
+/// Serves every gateway in `urls` at once (gateways sharing one database each run their
+/// own sessions), each link reconnecting on its own. Ends when all links have ended:
+/// on shutdown, or when every gateway refused the node; a refusal by one gateway does
+/// not stop the others.
+pub async fn run_all(
+    ctx: Arc<NodeContext>,
+    urls: Vec<String>,
+    join_token: Option<Zeroizing<String>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let mut links = tokio::task::JoinSet::new();
+    for url in urls {
+        let span = info_span!("link", gateway = %url);
+        links.spawn(run(ctx.clone(), url, join_token.clone(), shutdown.clone()).instrument(span));
+    }
+    let mut first_error = None;
+    while let Some(ended) = links.join_next().await {
+        let result = ended.map_err(|e| RunError::Other(format!("gateway link task: {e}")))?;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "a gateway link ended");
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// Connects to `url` (`ws://host:port/api/node/link`) and serves sessions, reconnecting
 /// with back-off until `shutdown` fires. A refusal by the gateway is final.
 pub async fn run(
@@ -188,7 +214,11 @@ async fn connect_and_serve(
         _ => return Err(RunError::Other("expected welcome".into())),
     }
     if !joined {
-        ctx.store.put_secret(JOINED_RECORD, b"1")?;
+        // Another gateway link of this node may have recorded the join just now.
+        match ctx.store.put_secret(JOINED_RECORD, b"1") {
+            Ok(()) | Err(StoreError::AlreadyExists) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     info!(node = %ctx.tag, "connected to the gateway");
 

@@ -25,6 +25,9 @@ pub enum ErrorCode {
     ProtocolFailed,
     Timeout,
     Overloaded,
+    /// The gateway that ran a task stopped (its heartbeat lapsed) before the task ended.
+    /// Only ever the error of a FAILED task; the request can be sent again.
+    GatewayLost,
     /// A policy's rate or spend limit is used up for the current window.
     RateLimited,
     /// No such user, API key or policy.
@@ -49,7 +52,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::RateLimited => 429,
             ErrorCode::Conflict | ErrorCode::KeyNotReady | ErrorCode::KeyDisabled => 409,
-            ErrorCode::NodeUnavailable | ErrorCode::Overloaded => 503,
+            ErrorCode::NodeUnavailable | ErrorCode::Overloaded | ErrorCode::GatewayLost => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::ProtocolFailed | ErrorCode::Internal => 500,
         }
@@ -75,6 +78,7 @@ impl ErrorCode {
             ErrorCode::ProtocolFailed => "PROTOCOL_FAILED",
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::Overloaded => "OVERLOADED",
+            ErrorCode::GatewayLost => "GATEWAY_LOST",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::PrincipalNotFound => "PRINCIPAL_NOT_FOUND",
             ErrorCode::PolicyNotFound => "POLICY_NOT_FOUND",
@@ -105,6 +109,7 @@ mod tests {
             ErrorCode::NodeUnavailable,
             ErrorCode::KeyNotFound,
             ErrorCode::RateLimited,
+            ErrorCode::GatewayLost,
             ErrorCode::PrincipalNotFound,
             ErrorCode::PolicyNotFound,
             ErrorCode::Internal,

@@ -309,9 +309,12 @@ impl Store {
                 == 1;
         } else if approvals >= required {
             outcome.released = self
-                .q("UPDATE sign_tasks SET status = 'INIT', updated_at = ? \
-                     WHERE instance_id = ? AND status = 'PENDING_APPROVAL'")
+                .q(
+                    "UPDATE sign_tasks SET status = 'INIT', updated_at = ?, gateway_id = ? \
+                     WHERE instance_id = ? AND status = 'PENDING_APPROVAL'",
+                )
                 .bind(now)
+                .bind(self.gateway_id.to_string())
                 .bind(instance_id.to_owned())
                 .execute(&mut *tx)
                 .await?

@@ -16,11 +16,13 @@ pub use dkms_proto::TaskStatus;
 mod approvals;
 mod audit;
 mod identity;
+mod leases;
 mod policies;
 mod quota;
 pub mod testdb;
 
 pub use identity::{SessionRow, UserRow, UserUpdate};
+pub use leases::{GatewayRow, Orphans};
 pub use policies::PolicyRow;
 
 pub use approvals::{
@@ -264,15 +266,6 @@ pub struct IdempotentResponse {
     pub response: String,
 }
 
-/// Which tasks a startup sweep found unfinished and ended.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    pub keys: u64,
-    pub signs: u64,
-    /// Tasks on existing keys (refreshes).
-    pub tasks: u64,
-}
-
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -280,6 +273,9 @@ pub struct Store {
     /// Serializes this process's audit appends (other processes are told apart by the
     /// unique `seq`; see `audit.rs`).
     audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// This process's id among the gateways sharing the database: every task it inserts
+    /// or claims carries it, so survivors can tell whose tasks died with their gateway.
+    gateway_id: std::sync::Arc<str>,
 }
 
 /// The states a task can still leave.
@@ -347,7 +343,13 @@ impl Store {
             pool,
             backend,
             audit_lock: std::sync::Arc::default(),
+            gateway_id: uuid::Uuid::new_v4().to_string().into(),
         })
+    }
+
+    /// This handle's gateway id (a fresh UUID per [`Store::connect`]).
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway_id
     }
 
     pub fn backend(&self) -> Backend {
@@ -520,7 +522,8 @@ impl Store {
             return Ok(false);
         }
         self.q(
-            "INSERT INTO key_tasks (instance_id, key_id, kind, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO key_tasks (instance_id, key_id, kind, status, created_at, updated_at, gateway_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(task.instance_id.clone())
         .bind(task.key_id.clone())
@@ -528,6 +531,7 @@ impl Store {
         .bind(task.status.as_str())
         .bind(task.created_at)
         .bind(task.created_at)
+        .bind(self.gateway_id.to_string())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -535,34 +539,43 @@ impl Store {
     }
 
     /// The commit point of a refresh: the key moves from generation `from` to `from + 1`,
-    /// with `participants` as its members when a recovery replaced one.
+    /// with `participants` as its members when a recovery replaced one. Only while the
+    /// refresh task `task` still holds the key: a task that was ended meanwhile (its
+    /// gateway was presumed dead) must not commit behind a newer refresh's back.
     pub async fn commit_generation(
         &self,
         key_id: &str,
+        task: &str,
         from: u32,
         participants: Option<&[String]>,
         now: i64,
     ) -> Result<bool> {
         let done = match participants {
             None => {
-                self.q("UPDATE mpc_keys SET generation = ?, updated_at = ? WHERE key_id = ? AND generation = ?")
+                self.q("UPDATE mpc_keys SET generation = ?, updated_at = ? \
+                        WHERE key_id = ? AND generation = ? AND refresh_task = ?")
                     .bind(i64::from(from) + 1)
                     .bind(now)
                     .bind(key_id.to_owned())
                     .bind(i64::from(from))
+                    .bind(task.to_owned())
                     .execute(&self.pool)
                     .await?
             }
             Some(p) => {
                 let p = serde_json::to_string(p).map_err(|e| StoreError::Db(e.to_string()))?;
-                self.q("UPDATE mpc_keys SET generation = ?, participants = ?, updated_at = ? WHERE key_id = ? AND generation = ?")
-                    .bind(i64::from(from) + 1)
-                    .bind(p)
-                    .bind(now)
-                    .bind(key_id.to_owned())
-                    .bind(i64::from(from))
-                    .execute(&self.pool)
-                    .await?
+                self.q(
+                    "UPDATE mpc_keys SET generation = ?, participants = ?, updated_at = ? \
+                        WHERE key_id = ? AND generation = ? AND refresh_task = ?",
+                )
+                .bind(i64::from(from) + 1)
+                .bind(p)
+                .bind(now)
+                .bind(key_id.to_owned())
+                .bind(i64::from(from))
+                .bind(task.to_owned())
+                .execute(&self.pool)
+                .await?
             }
         };
         Ok(done.rows_affected() == 1)
@@ -886,8 +899,8 @@ impl Store {
         self.q(
             "INSERT INTO mpc_keys (key_id, key_type, scheme, threshold, total_shares, participants, status, \
              public_key, address, error_code, error_message, origin, state, description, deletion_at, \
-             node_group, created_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             node_group, created_by, created_at, updated_at, gateway_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(k.key_id.clone())
         .bind(k.key_type.clone())
@@ -908,6 +921,7 @@ impl Store {
         .bind(k.created_by.clone())
         .bind(k.created_at)
         .bind(k.created_at)
+        .bind(self.gateway_id.to_string())
         .execute(&mut *tx)
         .await?;
         if let Some(group) = &k.node_group {
@@ -1013,7 +1027,8 @@ impl Store {
             serde_json::to_string(&s.signers).map_err(|e| StoreError::Db(e.to_string()))?;
         self.q(
             "INSERT INTO sign_tasks (instance_id, key_id, digest, status, signature, signers, error_code, \
-             error_message, derivation_path, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             error_message, derivation_path, created_at, updated_at, gateway_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.instance_id.clone())
         .bind(s.key_id.clone())
@@ -1026,6 +1041,7 @@ impl Store {
         .bind(s.derivation_path.clone())
         .bind(s.created_at)
         .bind(s.created_at)
+        .bind(self.gateway_id.to_string())
         .execute(exec)
         .await?;
         Ok(())
@@ -1108,47 +1124,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Ends every unfinished task as FAILED. Run at gateway start: a task that was running
-    /// when the previous process died cannot be resumed (its sessions lived in memory).
-    /// Signing tasks in PENDING_APPROVAL are left alone: they wait for people, not for a
-    /// process, and [`Store::expire_approvals`] ends them when their window closes.
-    pub async fn fail_unfinished(&self, code: &str, message: &str, now: i64) -> Result<Swept> {
-        let keys = self.q(concat!(
-            "UPDATE mpc_keys SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
-            open_states!()
-        ))
-        .bind(code.to_owned())
-        .bind(message.to_owned())
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let signs = self.q(
-            "UPDATE sign_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ('INIT','PROCESSING')",
-        )
-        .bind(code.to_owned())
-        .bind(message.to_owned())
-        .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let tasks = self
-            .q(concat!(
-                "UPDATE key_tasks SET status = 'FAILED', error_code = ?, error_message = ?, updated_at = ? WHERE status IN ",
-                open_states!()
-            ))
-            .bind(code.to_owned())
-            .bind(message.to_owned())
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        self.q("UPDATE mpc_keys SET refresh_task = NULL WHERE refresh_task IS NOT NULL")
-            .execute(&self.pool)
-            .await?;
-        Ok(Swept { keys, signs, tasks })
     }
 
     // ---- API mpc_keys ----

@@ -10,7 +10,7 @@ use common::key;
 use dkms_store::testdb::TestDb;
 use dkms_store::{
     Backend, KeyRow, KeyTaskRow, NODE_ACTIVE, NodeGroupRow, Reservation, SignRow, Store,
-    StoreError, Swept, TaskStatus,
+    StoreError, TaskStatus,
 };
 
 fn sign(id: &str, key_id: &str) -> SignRow {
@@ -130,36 +130,126 @@ async fn concurrent_ends_have_one_winner(s: &Store) {
     }
 }
 
-async fn sweep_fails_only_open_tasks(s: &Store) {
-    s.insert_key(&key("open")).await.unwrap();
-    s.insert_key(&key("done")).await.unwrap();
-    s.finish_key("done", "02", None, None, 2).await.unwrap();
-    s.insert_sign(&sign("so", "done")).await.unwrap();
-    // A task waiting for approvers is not waiting for a process: the sweep leaves it.
-    let mut waiting = sign("sa", "done");
+/// Two gateways on one database: the tasks of the one whose heartbeat lapsed are ended
+/// once, by whichever survivor sweeps first; running tasks of live gateways, finished
+/// tasks and signings waiting for approvers are left alone; a refresh's hold on its key
+/// is released with it, so the key can be refreshed again and the dead task cannot commit.
+async fn tasks_of_a_stopped_gateway_end_once(dead: &Store, live: &Store, third: &Store) {
+    dead.heartbeat(100).await.unwrap();
+    live.heartbeat(100).await.unwrap();
+    third.heartbeat(100).await.unwrap();
+    assert_eq!(dead.live_gateways(100).await.unwrap().len(), 3);
+
+    dead.insert_key(&key("orphan")).await.unwrap();
+    assert!(dead.start_key("orphan", 101).await.unwrap());
+    dead.insert_key(&key("orphan-init")).await.unwrap();
+    dead.insert_key(&key("done")).await.unwrap();
+    dead.finish_key("done", "02", None, None, 102)
+        .await
+        .unwrap();
+    live.insert_key(&key("alive")).await.unwrap();
+    dead.insert_sign(&sign("s-dead", "done")).await.unwrap();
+    live.insert_sign(&sign("s-live", "done")).await.unwrap();
+    // A task waiting for approvers waits for people, not for a process.
+    let mut waiting = sign("s-waiting", "done");
     waiting.status = TaskStatus::PendingApproval;
-    s.insert_sign(&waiting).await.unwrap();
-    let swept = s.fail_unfinished("INTERNAL", "restarted", 3).await.unwrap();
-    assert_eq!(
-        swept,
-        Swept {
-            keys: 1,
-            signs: 1,
-            tasks: 0
-        }
+    dead.insert_sign(&waiting).await.unwrap();
+    let refresh = KeyTaskRow {
+        instance_id: "t-dead".into(),
+        key_id: "done".into(),
+        kind: "REFRESH".into(),
+        status: TaskStatus::Init,
+        error_code: None,
+        error_message: None,
+        created_at: 103,
+    };
+    assert!(dead.begin_refresh(&refresh, 103).await.unwrap());
+
+    // Nothing is orphaned while every heartbeat is within the lease.
+    let none = live.fail_orphaned(90, "GATEWAY_LOST", |_| "x".into(), 104);
+    assert!(none.await.unwrap().is_empty());
+
+    live.heartbeat(200).await.unwrap();
+    third.heartbeat(200).await.unwrap();
+    let msg = |g: Option<&str>| format!("gone: {}", g.unwrap_or("?"));
+    let (a, b) = tokio::join!(
+        live.fail_orphaned(150, "GATEWAY_LOST", msg, 201),
+        third.fail_orphaned(150, "GATEWAY_LOST", msg, 201)
     );
-    let open = s.get_key("open").await.unwrap().unwrap();
-    assert_eq!(open.status, TaskStatus::Failed);
-    assert_eq!(open.error_message.as_deref(), Some("restarted"));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let ids = |v: &[(String, Option<String>)], w: &[(String, Option<String>)]| {
+        let mut all: Vec<String> = v.iter().chain(w).map(|(id, _)| id.clone()).collect();
+        all.sort();
+        all
+    };
     assert_eq!(
-        s.get_key("done").await.unwrap().unwrap().status,
+        ids(&a.keys, &b.keys),
+        ["orphan", "orphan-init"],
+        "each ended once"
+    );
+    assert_eq!(ids(&a.signs, &b.signs), ["s-dead"]);
+    assert_eq!(ids(&a.tasks, &b.tasks), ["t-dead"]);
+    assert!(
+        a.keys
+            .iter()
+            .chain(&b.keys)
+            .all(|(_, g)| g.as_deref() == Some(dead.gateway_id())),
+        "each names the gateway that ran it"
+    );
+    let k = live.get_key("orphan").await.unwrap().unwrap();
+    assert_eq!(k.status, TaskStatus::Failed);
+    assert_eq!(k.error_code.as_deref(), Some("GATEWAY_LOST"));
+    assert_eq!(
+        k.error_message.unwrap(),
+        format!("gone: {}", dead.gateway_id())
+    );
+    assert_eq!(
+        live.get_key("alive").await.unwrap().unwrap().status,
+        TaskStatus::Init
+    );
+    assert_eq!(
+        live.get_key("done").await.unwrap().unwrap().status,
         TaskStatus::Finished
     );
     assert_eq!(
-        s.get_sign("so").await.unwrap().unwrap().status,
+        live.get_sign("s-live").await.unwrap().unwrap().status,
+        TaskStatus::Init
+    );
+    assert_eq!(live.get_sign("s-waiting").await.unwrap().unwrap(), waiting);
+    assert_eq!(
+        live.get_key_task("t-dead").await.unwrap().unwrap().status,
         TaskStatus::Failed
     );
-    assert_eq!(s.get_sign("sa").await.unwrap().unwrap(), waiting);
+    assert!(
+        !dead
+            .commit_generation("done", "t-dead", 0, None, 202)
+            .await
+            .unwrap(),
+        "a task ended for its gateway's silence cannot commit"
+    );
+    let again = KeyTaskRow {
+        instance_id: "t-again".into(),
+        ..refresh
+    };
+    assert!(
+        live.begin_refresh(&again, 203).await.unwrap(),
+        "the key is free again"
+    );
+
+    // The stopped gateway is forgotten once no running task names it; live ones stay.
+    assert_eq!(live.forget_gateways(150).await.unwrap(), 1);
+    let left: Vec<String> = live
+        .live_gateways(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.id)
+        .collect();
+    assert!(left.contains(&live.gateway_id().to_owned()));
+    assert!(!left.contains(&dead.gateway_id().to_owned()));
+    // A gateway that was presumed dead and comes back registers again.
+    dead.heartbeat(300).await.unwrap();
+    assert_eq!(live.live_gateways(300).await.unwrap().len(), 1);
 }
 
 async fn api_keys(s: &Store) {
@@ -439,9 +529,13 @@ async fn maintenance_tasks_and_generations(s: &Store) {
     );
     assert!(s.get_key_task("r2").await.unwrap().is_none());
     assert!(s.start_key_task("r1", 4).await.unwrap());
-    assert!(s.commit_generation("gen1", 0, None, 5).await.unwrap());
     assert!(
-        !s.commit_generation("gen1", 0, None, 5).await.unwrap(),
+        !s.commit_generation("gen1", "r2", 0, None, 5).await.unwrap(),
+        "only the refresh that holds the key commits"
+    );
+    assert!(s.commit_generation("gen1", "r1", 0, None, 5).await.unwrap());
+    assert!(
+        !s.commit_generation("gen1", "r1", 0, None, 5).await.unwrap(),
         "a generation commits once"
     );
     s.end_key_task("r1", None, 6).await.unwrap();
@@ -457,7 +551,7 @@ async fn maintenance_tasks_and_generations(s: &Store) {
     assert!(s.begin_refresh(&task("r3", "RECOVER"), 7).await.unwrap());
     let members = vec!["a".to_owned(), "d".to_owned(), "c".to_owned()];
     assert!(
-        s.commit_generation("gen1", 1, Some(&members), 8)
+        s.commit_generation("gen1", "r3", 1, Some(&members), 8)
             .await
             .unwrap()
     );
@@ -772,7 +866,11 @@ async fn contract(backend: Backend) {
     nodes_join_once(&s).await;
     terminal_states_stick(&s).await;
     concurrent_ends_have_one_winner(&s).await;
-    sweep_fails_only_open_tasks(&s).await;
+    let (dead, third) = (
+        Store::connect(&db.url).await.unwrap(),
+        Store::connect(&db.url).await.unwrap(),
+    );
+    tasks_of_a_stopped_gateway_end_once(&dead, &s, &third).await;
     api_keys(&s).await;
     idempotency(&s).await;
     concurrent_reservations_have_one_winner(&s).await;

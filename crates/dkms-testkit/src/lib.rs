@@ -1,6 +1,7 @@
-//! Starts a real dkms stack for tests: a `dkms gateway` process and `dkms node`
-//! processes on loopback, each test with its own directory and database, and hands the
-//! test a ready client. Nodes can be killed and restarted to exercise failures.
+//! Starts a real dkms stack for tests: one or more `dkms gateway` processes sharing a
+//! database and `dkms node` processes linked to every gateway, on loopback, each test with
+//! its own directory and database, and hands the test a ready client. Gateways and nodes
+//! can be killed and restarted to exercise failures.
 
 use anyhow::{Context, Result, anyhow, bail};
 use dkms_client::Client;
@@ -13,21 +14,31 @@ pub use dkms_client;
 use dkms_store::Backend;
 use dkms_store::testdb::{self, TestDb};
 
-/// A running gateway with its nodes. Everything is killed on drop.
+/// The lease of gateways started by the test kit: short, so that the tasks of a killed
+/// gateway end within seconds (a test may set its own `DKMS_GATEWAY_LEASE_SECS`).
+pub const TEST_LEASE_SECS: u64 = 3;
+
+/// One gateway process of a stack.
+struct GatewayProc {
+    port: u16,
+    child: Option<Child>,
+}
+
+/// Running gateways with their nodes. Everything is killed on drop. `client`, `url` and
+/// `token` are those of the first gateway.
 pub struct Stack {
     pub client: Client,
     pub url: String,
     pub token: String,
     pub dir: tempfile::TempDir,
     bin: PathBuf,
-    port: u16,
+    gateways: Vec<GatewayProc>,
     gateway_env: Vec<(String, String)>,
     /// The gateway's database: a SQLite file in `dir`, or a fresh database on the MariaDB
     /// or PostgreSQL server when `DKMS_TEST_DB` says so.
     pub db_url: String,
     pub backend: Backend,
     db: Option<TestDb>,
-    gateway: Option<Child>,
     nodes: BTreeMap<String, Child>,
 }
 
@@ -57,8 +68,24 @@ impl Stack {
         nodes: usize,
         gateway_env: &[(&str, &str)],
     ) -> Result<Stack> {
+        Self::start_cluster(bin, nodes, 1, gateway_env).await
+    }
+
+    /// `gateways` gateway processes on one database (a fresh one on the server that
+    /// `DKMS_TEST_DB` names; else SQLite for one gateway and MariaDB for several) and
+    /// `nodes` nodes, each linked to every gateway.
+    pub async fn start_cluster(
+        bin: impl AsRef<Path>,
+        nodes: usize,
+        gateways: usize,
+        gateway_env: &[(&str, &str)],
+    ) -> Result<Stack> {
         let dir = tempfile::Builder::new().prefix("dkms-test-").tempdir()?;
-        let backend = testdb::backend_from_env()?;
+        let mut backend = testdb::backend_from_env()?;
+        if gateways > 1 && backend == Backend::Sqlite {
+            // SQLite serves one process; gateways that share a database share a server.
+            backend = Backend::MySql;
+        }
         let (db_url, db) = match backend {
             Backend::Sqlite => (
                 format!("sqlite://{}", dir.path().join("gateway.db").display()),
@@ -82,42 +109,83 @@ impl Stack {
             token: String::new(),
             dir,
             bin: bin.as_ref().to_path_buf(),
-            port: 0,
-            gateway: None,
+            gateways: Vec::new(),
             nodes: BTreeMap::new(),
         };
-        stack.start_gateway().await?;
+        for _ in 0..gateways.max(1) {
+            stack.gateways.push(GatewayProc {
+                port: free_port()?,
+                child: None,
+            });
+        }
+        for i in 0..stack.gateways.len() {
+            stack.start_gateway_at(i).await?;
+        }
         let tags: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
         for t in &tags {
             stack.add_node(t).await?;
         }
-        stack.wait_connected(&tags, Duration::from_secs(30)).await?;
+        for i in 0..stack.gateways.len() {
+            stack
+                .wait_connected_at(i, &tags, Duration::from_secs(30))
+                .await?;
+        }
         Ok(stack)
     }
 
+    /// The first gateway's log.
     pub fn gateway_log(&self) -> PathBuf {
-        self.dir.path().join("gateway.log")
+        self.gateway_log_at(0)
+    }
+
+    /// The log of gateway `i` (`gateway.log`, `gateway-2.log`, …).
+    pub fn gateway_log_at(&self, i: usize) -> PathBuf {
+        match i {
+            0 => self.dir.path().join("gateway.log"),
+            _ => self.dir.path().join(format!("gateway-{}.log", i + 1)),
+        }
+    }
+
+    /// The REST URL of gateway `i`.
+    pub fn gateway_url(&self, i: usize) -> String {
+        let port = self.gateways.get(i).map_or(0, |g| g.port);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// An admin client of gateway `i`.
+    pub fn client_at(&self, i: usize) -> Result<Client> {
+        Ok(Client::new(&self.gateway_url(i), &self.token)?)
     }
 
     pub fn node_dir(&self, tag: &str) -> PathBuf {
         self.dir.path().join("nodes").join(tag)
     }
 
-    /// (Re)starts the gateway process on its port, with the same database.
+    /// (Re)starts the first gateway process on its port, with the same database.
     pub async fn start_gateway(&mut self) -> Result<()> {
-        if self.port == 0 {
-            self.port = free_port()?;
-        }
-        let log = log_file(&self.gateway_log())?;
+        self.start_gateway_at(0).await
+    }
+
+    /// (Re)starts gateway `i` on its port, with the same database. The first gateway to
+    /// start on an empty database writes the bootstrap admin token; the others find an
+    /// API key already there and use the same token.
+    pub async fn start_gateway_at(&mut self, i: usize) -> Result<()> {
+        let port = self
+            .gateways
+            .get(i)
+            .map(|g| g.port)
+            .ok_or_else(|| anyhow!("no gateway {i}"))?;
+        let log = log_file(&self.gateway_log_at(i))?;
         let child = Command::new(&self.bin)
             .arg("gateway")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--database-url")
             .arg(&self.db_url)
             .arg("--admin-token-file")
             .arg(self.dir.path().join("admin.token"))
             .env("RUST_LOG", "debug,sqlx=warn,hyper=info,tungstenite=info")
+            .env("DKMS_GATEWAY_LEASE_SECS", TEST_LEASE_SECS.to_string())
             .envs(
                 self.gateway_env
                     .iter()
@@ -128,33 +196,43 @@ impl Stack {
             .stderr(log)
             .spawn()
             .context("starting the gateway")?;
-        self.gateway = Some(child);
-        self.url = format!("http://127.0.0.1:{}", self.port);
+        if let Some(g) = self.gateways.get_mut(i) {
+            g.child = Some(child);
+        }
+        let url = self.gateway_url(i);
         let deadline = Instant::now() + Duration::from_secs(30);
         let token_file = self.dir.path().join("admin.token");
         loop {
             if let (Ok(token), Ok(c)) = (
                 std::fs::read_to_string(&token_file),
-                Client::new(&self.url, "probe"),
+                Client::new(&url, "probe"),
             ) && c.health().await.is_ok()
             {
-                self.token = token.trim().to_owned();
-                self.client = Client::new(&self.url, &self.token)?;
+                if i == 0 {
+                    self.url = url;
+                    self.token = token.trim().to_owned();
+                    self.client = Client::new(&self.url, &self.token)?;
+                }
                 return Ok(());
             }
             if Instant::now() > deadline {
                 bail!(
-                    "gateway did not come up; log:\n{}",
-                    std::fs::read_to_string(self.gateway_log()).unwrap_or_default()
+                    "gateway {i} did not come up; log:\n{}",
+                    std::fs::read_to_string(self.gateway_log_at(i)).unwrap_or_default()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// SIGKILLs the gateway.
+    /// SIGKILLs the first gateway.
     pub fn kill_gateway(&mut self) {
-        if let Some(mut c) = self.gateway.take() {
+        self.kill_gateway_at(0);
+    }
+
+    /// SIGKILLs gateway `i`.
+    pub fn kill_gateway_at(&mut self, i: usize) {
+        if let Some(mut c) = self.gateways.get_mut(i).and_then(|g| g.child.take()) {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -201,12 +279,17 @@ impl Stack {
         let dir = self.node_dir(tag);
         std::fs::create_dir_all(&dir)?;
         let log = log_file(&dir.join("node.log"))?;
+        let links: Vec<String> = self
+            .gateways
+            .iter()
+            .map(|g| format!("ws://127.0.0.1:{}/api/node/link", g.port))
+            .collect();
         let mut cmd = Command::new(&self.bin);
         cmd.arg("node")
             .arg("--tag")
             .arg(tag)
             .arg("--gateway-url")
-            .arg(format!("ws://127.0.0.1:{}/api/node/link", self.port))
+            .arg(links.join(","))
             .arg("--data-dir")
             .arg(&dir)
             .arg("--parent-pid")
@@ -249,30 +332,50 @@ impl Stack {
             .await
     }
 
-    /// Waits until the gateway reports every tag as connected.
+    /// Waits until the first gateway reports every tag as connected.
     pub async fn wait_connected(&self, tags: &[String], timeout: Duration) -> Result<()> {
-        self.wait_nodes(timeout, |connected| {
+        self.wait_connected_at(0, tags, timeout).await
+    }
+
+    /// Waits until gateway `i` reports every tag as connected.
+    pub async fn wait_connected_at(
+        &self,
+        i: usize,
+        tags: &[String],
+        timeout: Duration,
+    ) -> Result<()> {
+        self.wait_nodes(i, timeout, |connected| {
             tags.iter().all(|t| connected.contains(t))
         })
         .await
     }
 
-    /// Waits until the gateway no longer reports `tag` as connected.
+    /// Waits until the first gateway no longer reports `tag` as connected.
     pub async fn wait_disconnected(&self, tag: &str, timeout: Duration) -> Result<()> {
-        self.wait_nodes(timeout, |connected| !connected.iter().any(|t| t == tag))
+        self.wait_nodes(0, timeout, |connected| !connected.iter().any(|t| t == tag))
             .await
     }
 
-    async fn wait_nodes(&self, timeout: Duration, ready: impl Fn(&[String]) -> bool) -> Result<()> {
+    async fn wait_nodes(
+        &self,
+        i: usize,
+        timeout: Duration,
+        ready: impl Fn(&[String]) -> bool,
+    ) -> Result<()> {
+        let client = Client::new(&self.gateway_url(i), "probe")?;
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(h) = self.client.health().await
+            if let Ok(h) = client.health().await
                 && ready(&h.connected_nodes)
             {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("nodes did not reach the expected state within {timeout:?}");
+                let seen = client.health().await.map(|h| h.connected_nodes);
+                bail!(
+                    "nodes did not reach the expected state on gateway {i} within {timeout:?} \
+                     (connected: {seen:?})"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -332,7 +435,9 @@ impl Drop for Stack {
         for t in tags {
             self.kill_node(&t);
         }
-        self.kill_gateway();
+        for i in 0..self.gateways.len() {
+            self.kill_gateway_at(i);
+        }
         if let Some(db) = self.db.take() {
             // Drop runs outside any runtime guarantee; use a private one on its own thread.
             let _ = std::thread::spawn(move || {
