@@ -256,6 +256,78 @@ mod tests {
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
     }
 
+    /// The container image and the Kubernetes manifests ship beside the code: every
+    /// `DKMS_*` setting they give must be one this binary reads, and the nodes must link
+    /// to exactly the gateways the manifests run.
+    #[test]
+    fn deploy_files_match_the_configuration() {
+        let files = [
+            ("Dockerfile", include_str!("../../../deploy/Dockerfile")),
+            (
+                "gateway.yaml",
+                include_str!("../../../deploy/kubernetes/gateway.yaml"),
+            ),
+            (
+                "node.yaml",
+                include_str!("../../../deploy/kubernetes/node.yaml"),
+            ),
+        ];
+        let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::default()
+            .apply_env(|k| {
+                read.borrow_mut().insert(k.to_owned());
+                None
+            })
+            .unwrap();
+        let mut known = read.into_inner();
+        // Read outside the config struct: secrets (main.rs) and client flags (clap).
+        for k in [
+            "DKMS_JOIN_TOKEN",
+            "DKMS_SEALER_PASSPHRASE",
+            "DKMS_URL",
+            "DKMS_TOKEN",
+            "DKMS_CONFIG",
+        ] {
+            known.insert(k.to_owned());
+        }
+        let mut used = 0;
+        for (name, text) in files {
+            for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+                for (at, _) in line.match_indices("DKMS_") {
+                    let var: String = line[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    assert!(
+                        known.contains(&var),
+                        "{name} sets {var}, which dkms does not read"
+                    );
+                    used += 1;
+                }
+            }
+        }
+        assert!(used > 10, "the deploy files were read");
+
+        let value_after = |text: &str, key: &str| -> String {
+            let at = text.find(key).unwrap() + key.len();
+            text[at..].lines().next().unwrap().trim().to_owned()
+        };
+        let replicas: usize = value_after(files[1].1, "replicas:").parse().unwrap();
+        let url_at = files[2].1.find("name: DKMS_GATEWAY_URL").unwrap();
+        let node = NodeSection {
+            gateway_url: value_after(&files[2].1[url_at..], "value:"),
+            ..NodeSection::default()
+        };
+        let links = node.gateway_urls().unwrap();
+        assert_eq!(links.len(), replicas, "one node link per gateway replica");
+        for (i, link) in links.iter().enumerate() {
+            assert!(
+                link.contains(&format!("dkms-gateway-{i}.dkms-gateway-peers:8889")),
+                "{link}"
+            );
+        }
+    }
+
     #[test]
     fn several_gateway_links() {
         let mut node = NodeSection {
