@@ -409,6 +409,11 @@ pub fn spawn_heartbeat(state: AppState) {
                     if let Err(e) = state.store.forget_gateways(now - 86_400_000).await {
                         warn!(error = %e, "could not forget long-gone gateways");
                     }
+                    match state.store.release_stale_refresh_holds().await {
+                        Ok(0) => {}
+                        Ok(n) => warn!(keys = n, "released keys held by refreshes that had ended"),
+                        Err(e) => warn!(error = %e, "could not look for stale refresh holds"),
+                    }
                 }
             }
         }

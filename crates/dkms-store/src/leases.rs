@@ -32,11 +32,11 @@ impl Orphans {
     }
 }
 
-/// The tables whose rows are tasks, with their id column.
-const TASK_TABLES: [(&str, &str); 3] = [
-    ("mpc_keys", "key_id"),
-    ("sign_tasks", "instance_id"),
-    ("key_tasks", "instance_id"),
+/// The tables whose rows are tasks, with their id column and the column naming the key.
+const TASK_TABLES: [(&str, &str, &str); 3] = [
+    ("mpc_keys", "key_id", "key_id"),
+    ("sign_tasks", "instance_id", "key_id"),
+    ("key_tasks", "instance_id", "key_id"),
 ];
 
 /// A task is orphaned when it is still running (INIT or PROCESSING: a signing waiting
@@ -90,7 +90,8 @@ impl Store {
     /// Ends FAILED every running task whose gateway has not renewed its heartbeat since
     /// `cutoff` (or that names none: tasks from before gateways were recorded), with
     /// `code` and the message `message(gateway_id)`, and releases the keys those refreshes
-    /// held. Returns the tasks this call ended.
+    /// held. Returns the tasks this call ended. The lookups use the status indexes, so a
+    /// sweep that finds nothing costs three index reads.
     pub async fn fail_orphaned(
         &self,
         cutoff: i64,
@@ -99,16 +100,17 @@ impl Store {
         now: i64,
     ) -> Result<Orphans> {
         let mut ended: [Vec<(String, Option<String>)>; 3] = Default::default();
-        for ((table, id_col), ended) in TASK_TABLES.iter().zip(ended.iter_mut()) {
+        for ((table, id_col, key_col), ended) in TASK_TABLES.iter().zip(ended.iter_mut()) {
             let found = self
                 .q_built(format!(
-                    "SELECT {id_col} AS id, gateway_id FROM {table} WHERE {ORPHANED}"
+                    "SELECT {id_col} AS id, {key_col} AS key_id, gateway_id FROM {table} WHERE {ORPHANED}"
                 ))
                 .bind(cutoff)
                 .fetch_all(&self.pool)
                 .await?;
             for row in found {
                 let id: String = row.try_get("id")?;
+                let key_id: String = row.try_get("key_id")?;
                 let gateway: Option<String> = row.try_get("gateway_id")?;
                 let done = self
                     .q_built(format!(
@@ -123,26 +125,41 @@ impl Store {
                     .execute(&self.pool)
                     .await?
                     .rows_affected();
-                if done == 1 {
-                    ended.push((id, gateway));
+                if done != 1 {
+                    continue;
                 }
+                if *table == "key_tasks" {
+                    self.q("UPDATE mpc_keys SET refresh_task = NULL WHERE key_id = ? AND refresh_task = ?")
+                        .bind(key_id)
+                        .bind(id.clone())
+                        .execute(&self.pool)
+                        .await?;
+                }
+                ended.push((id, gateway));
             }
         }
-        // A key stays held only by a refresh that is still running.
-        self.q(
-            "UPDATE mpc_keys SET refresh_task = NULL WHERE refresh_task IS NOT NULL AND refresh_task NOT IN \
-             (SELECT instance_id FROM key_tasks WHERE status IN ('INIT','PROCESSING'))",
-        )
-        .execute(&self.pool)
-        .await?;
         let [keys, signs, tasks] = ended;
         Ok(Orphans { keys, signs, tasks })
+    }
+
+    /// Releases keys held by a refresh that is no longer running: a gateway that died
+    /// between ending a refresh task and releasing its key leaves such a hold. A full scan
+    /// of the keys, so it runs rarely (at start, then hourly).
+    pub async fn release_stale_refresh_holds(&self) -> Result<u64> {
+        Ok(self
+            .q(
+                "UPDATE mpc_keys SET refresh_task = NULL WHERE refresh_task IS NOT NULL AND refresh_task NOT IN \
+                 (SELECT instance_id FROM key_tasks WHERE status IN ('INIT','PROCESSING'))",
+            )
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     /// Forgets gateways silent since before `before` that no running task names.
     pub async fn forget_gateways(&self, before: i64) -> Result<u64> {
         let mut sql = String::from("DELETE FROM gateways WHERE heartbeat_at < ?");
-        for (table, _) in TASK_TABLES {
+        for (table, _, _) in TASK_TABLES {
             sql.push_str(&format!(
                 " AND id NOT IN (SELECT gateway_id FROM {table} WHERE gateway_id IS NOT NULL \
                  AND status IN ('INIT','PROCESSING'))"

@@ -235,6 +235,11 @@ async fn tasks_of_a_stopped_gateway_end_once(dead: &Store, live: &Store, third: 
         live.begin_refresh(&again, 203).await.unwrap(),
         "the key is free again"
     );
+    assert_eq!(
+        live.release_stale_refresh_holds().await.unwrap(),
+        0,
+        "a running refresh keeps its key"
+    );
 
     // The stopped gateway is forgotten once no running task names it; live ones stay.
     assert_eq!(live.forget_gateways(150).await.unwrap(), 1);
@@ -871,6 +876,29 @@ async fn contract(backend: Backend) {
         Store::connect(&db.url).await.unwrap(),
     );
     tasks_of_a_stopped_gateway_end_once(&dead, &s, &third).await;
+    // A gateway that died between ending a refresh task and releasing its key left the
+    // hold behind; the hourly sweep releases it.
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE key_tasks SET status = 'FAILED' WHERE instance_id = 't-again'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    assert_eq!(s.release_stale_refresh_holds().await.unwrap(), 1);
+    let next = KeyTaskRow {
+        instance_id: "t-next".into(),
+        key_id: "done".into(),
+        kind: "REFRESH".into(),
+        status: TaskStatus::Init,
+        error_code: None,
+        error_message: None,
+        created_at: 206,
+    };
+    assert!(
+        s.begin_refresh(&next, 206).await.unwrap(),
+        "the key is free"
+    );
     api_keys(&s).await;
     idempotency(&s).await;
     concurrent_reservations_have_one_winner(&s).await;
