@@ -53,6 +53,10 @@ impl From<dkms_store::StoreError> for ApiError {
             dkms_store::StoreError::GroupNotFound(g) => {
                 ApiError::new(ErrorCode::GroupNotFound, format!("no node group named {g}"))
             }
+            dkms_store::StoreError::PoliciesChanged => ApiError::new(
+                ErrorCode::Conflict,
+                "the stored policies changed meanwhile; send the request again",
+            ),
             e @ dkms_store::StoreError::GroupInUse { .. } => {
                 ApiError::new(ErrorCode::Conflict, e.to_string())
             }

@@ -102,6 +102,10 @@ pub enum StoreError {
         /// A few of those keys' ids, oldest first.
         examples: Vec<String>,
     },
+    /// Another policy version was written after the caller read (and validated against)
+    /// the stored set; validate again against the new set.
+    #[error("the stored policies changed meanwhile")]
+    PoliciesChanged,
     /// An approval vote the task cannot take (unknown, not waiting, window closed).
     #[error(transparent)]
     ApprovalRefused(#[from] ApprovalRefused),

@@ -52,7 +52,12 @@ impl Store {
     /// Creates (`expected_version: None`) or updates (`Some(v)`) a policy and returns the
     /// version written. Creating is allowed when the name has no version or its latest is a
     /// tombstone; updating only when the latest version is `v` and live. Anything else, and
-    /// losing a race to a concurrent writer, is [`StoreError::Conflict`].
+    /// losing a race to a concurrent writer, is [`StoreError::Conflict`]. `seen_epoch` is
+    /// the [`Store::policy_epoch`] read before the text was validated against the stored
+    /// set: if any version was written since, nothing is written and the answer is
+    /// [`StoreError::PoliciesChanged`], so two documents that conflict with each other can
+    /// never both be stored by concurrent writers.
+    #[allow(clippy::too_many_arguments)]
     pub async fn put_policy(
         &self,
         name: &str,
@@ -60,6 +65,7 @@ impl Store {
         text: &str,
         description: &str,
         created_by: &str,
+        seen_epoch: i64,
         now: i64,
     ) -> Result<PolicyRow> {
         let mut attempt = 0;
@@ -78,7 +84,7 @@ impl Store {
                 created_at: now,
                 deleted: false,
             };
-            match self.append_policy(&row).await {
+            match self.append_policy(&row, Some(seen_epoch)).await {
                 Ok(()) => return Ok(row),
                 Err(StoreError::Retryable(_)) if attempt < ATTEMPTS => {
                     attempt += 1;
@@ -117,7 +123,7 @@ impl Store {
                 created_at: now,
                 deleted: true,
             };
-            match self.append_policy(&tombstone).await {
+            match self.append_policy(&tombstone, None).await {
                 Ok(()) => return Ok(true),
                 // Someone else wrote the next version first: look again at what is live.
                 Err(StoreError::Conflict) if expected_version.is_none() && attempt < ATTEMPTS => {
@@ -196,7 +202,7 @@ impl Store {
     /// Inserts a version and bumps the epoch in one transaction. The insert comes first, so
     /// a transaction starts with a write (SQLite then waits for the write lock instead of
     /// failing to upgrade a read) and losers of a race fail before touching the epoch.
-    async fn append_policy(&self, p: &PolicyRow) -> Result<()> {
+    async fn append_policy(&self, p: &PolicyRow, seen_epoch: Option<i64>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         self.q(
             "INSERT INTO policy_versions (name, version, policy_text, description, created_by, \
@@ -211,9 +217,24 @@ impl Store {
         .bind(i64::from(p.deleted))
         .execute(&mut *tx)
         .await?;
-        self.q("UPDATE policy_epoch SET epoch = epoch + 1 WHERE id = 1")
-            .execute(&mut *tx)
-            .await?;
+        let bumped = match seen_epoch {
+            None => {
+                self.q("UPDATE policy_epoch SET epoch = epoch + 1 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await?
+            }
+            // Row-locked: a concurrent writer that bumped first makes this match nothing.
+            Some(e) => {
+                self.q("UPDATE policy_epoch SET epoch = epoch + 1 WHERE id = 1 AND epoch = ?")
+                    .bind(e)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        }
+        .rows_affected();
+        if bumped != 1 {
+            return Err(StoreError::PoliciesChanged);
+        }
         tx.commit().await?;
         Ok(())
     }

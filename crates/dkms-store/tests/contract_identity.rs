@@ -348,7 +348,15 @@ async fn policies(s: &Store) {
 
     // Create, then update only from the latest version.
     let v1 = s
-        .put_policy("p", None, CEDAR, "first", "alice", 10)
+        .put_policy(
+            "p",
+            None,
+            CEDAR,
+            "first",
+            "alice",
+            s.policy_epoch().await.unwrap(),
+            10,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -358,15 +366,42 @@ async fn policies(s: &Store) {
     let e1 = s.policy_epoch().await.unwrap();
     assert_ne!(e1, e0);
     assert!(matches!(
-        s.put_policy("p", None, CEDAR, "again", "bob", 11).await,
+        s.put_policy(
+            "p",
+            None,
+            CEDAR,
+            "again",
+            "bob",
+            s.policy_epoch().await.unwrap(),
+            11
+        )
+        .await,
         Err(StoreError::Conflict)
     ));
     assert!(matches!(
-        s.put_policy("p", Some(2), CEDAR, "future", "bob", 11).await,
+        s.put_policy(
+            "p",
+            Some(2),
+            CEDAR,
+            "future",
+            "bob",
+            s.policy_epoch().await.unwrap(),
+            11
+        )
+        .await,
         Err(StoreError::Conflict)
     ));
     assert!(matches!(
-        s.put_policy("q", Some(1), CEDAR, "absent", "bob", 11).await,
+        s.put_policy(
+            "q",
+            Some(1),
+            CEDAR,
+            "absent",
+            "bob",
+            s.policy_epoch().await.unwrap(),
+            11
+        )
+        .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(
@@ -377,23 +412,47 @@ async fn policies(s: &Store) {
     // Large texts fit (well past MySQL's 64 KiB TEXT).
     let big = format!("// {}\n{CEDAR}", "x".repeat(100_000));
     let v2 = s
-        .put_policy("p", Some(1), &big, "second", "bob", 12)
+        .put_policy(
+            "p",
+            Some(1),
+            &big,
+            "second",
+            "bob",
+            s.policy_epoch().await.unwrap(),
+            12,
+        )
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
     let e2 = s.policy_epoch().await.unwrap();
     assert_ne!(e2, e1);
     assert!(matches!(
-        s.put_policy("p", Some(1), CEDAR, "stale", "carol", 13)
-            .await,
+        s.put_policy(
+            "p",
+            Some(1),
+            CEDAR,
+            "stale",
+            "carol",
+            s.policy_epoch().await.unwrap(),
+            13
+        )
+        .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(s.get_policy("p", None).await.unwrap().unwrap(), v2);
     assert_eq!(s.get_policy("p", Some(1)).await.unwrap().unwrap(), v1);
     assert!(s.get_policy("p", Some(9)).await.unwrap().is_none());
-    s.put_policy("a-first", None, CEDAR, "", "alice", 14)
-        .await
-        .unwrap();
+    s.put_policy(
+        "a-first",
+        None,
+        CEDAR,
+        "",
+        "alice",
+        s.policy_epoch().await.unwrap(),
+        14,
+    )
+    .await
+    .unwrap();
     let current: Vec<(String, i64)> = s
         .current_policies()
         .await
@@ -418,8 +477,16 @@ async fn policies(s: &Store) {
     assert!(tomb.deleted);
     assert_eq!(tomb.created_by, "carol");
     assert!(matches!(
-        s.put_policy("p", Some(2), CEDAR, "resurrect", "bob", 18)
-            .await,
+        s.put_policy(
+            "p",
+            Some(2),
+            CEDAR,
+            "resurrect",
+            "bob",
+            s.policy_epoch().await.unwrap(),
+            18
+        )
+        .await,
         Err(StoreError::Conflict)
     ));
     let names: Vec<String> = s
@@ -433,7 +500,15 @@ async fn policies(s: &Store) {
 
     // Re-create after the tombstone: the versions go on.
     let v4 = s
-        .put_policy("p", None, CEDAR, "again", "dave", 19)
+        .put_policy(
+            "p",
+            None,
+            CEDAR,
+            "again",
+            "dave",
+            s.policy_epoch().await.unwrap(),
+            19,
+        )
         .await
         .unwrap();
     assert_eq!(v4.version, 4);
@@ -470,6 +545,51 @@ async fn policies(s: &Store) {
     assert_eq!(current, [("p".to_string(), 4)]);
 }
 
+/// Writers of different documents that all validated against the same stored set: one
+/// is stored, the others must validate again (they could conflict with the winner).
+async fn writers_validated_against_one_set_store_one(s: &Store) {
+    let seen = s.policy_epoch().await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.put_policy(&format!("set-{w}"), None, CEDAR, "", "w", seen, 5)
+                .await
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => stored += 1,
+            Err(StoreError::PoliciesChanged) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(s.policy_epoch().await.unwrap(), seen + 1);
+    let names: Vec<String> = s
+        .current_policies()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .filter(|n| n.starts_with("set-"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    // With a fresh look at the set, the next writer gets through.
+    let fresh = s.policy_epoch().await.unwrap();
+    assert!(
+        s.put_policy("set-late", None, CEDAR, "", "w", fresh, 6)
+            .await
+            .is_ok()
+    );
+    assert!(matches!(
+        s.put_policy("set-stale", None, CEDAR, "", "w", seen, 7)
+            .await,
+        Err(StoreError::PoliciesChanged)
+    ));
+}
+
 /// Writers racing with the same expectation: exactly one wins, the others get Conflict.
 async fn concurrent_policy_writers(s: &Store) {
     for round in 0..4 {
@@ -478,9 +598,17 @@ async fn concurrent_policy_writers(s: &Store) {
         let expected = if round == 0 {
             None
         } else {
-            s.put_policy(&name, None, CEDAR, "base", "setup", 1)
-                .await
-                .unwrap();
+            s.put_policy(
+                &name,
+                None,
+                CEDAR,
+                "base",
+                "setup",
+                s.policy_epoch().await.unwrap(),
+                1,
+            )
+            .await
+            .unwrap();
             Some(1)
         };
         let before = s.policy_epoch().await.unwrap();
@@ -489,15 +617,23 @@ async fn concurrent_policy_writers(s: &Store) {
             let s = s.clone();
             let name = name.clone();
             tasks.push(tokio::spawn(async move {
-                s.put_policy(&name, expected, CEDAR, &format!("writer {w}"), "w", 2)
-                    .await
+                s.put_policy(
+                    &name,
+                    expected,
+                    CEDAR,
+                    &format!("writer {w}"),
+                    "w",
+                    s.policy_epoch().await.unwrap(),
+                    2,
+                )
+                .await
             }));
         }
         let mut won = Vec::new();
         for t in tasks {
             match t.await.unwrap() {
                 Ok(row) => won.push(row),
-                Err(StoreError::Conflict) => {}
+                Err(StoreError::Conflict | StoreError::PoliciesChanged) => {}
                 Err(e) => panic!("{e}"),
             }
         }
@@ -540,6 +676,7 @@ async fn contract(backend: Backend) {
     key_creators(&s).await;
     policies(&s).await;
     concurrent_policy_writers(&s).await;
+    writers_validated_against_one_set_store_one(&s).await;
     drop(s);
     db.drop_database().await;
 }

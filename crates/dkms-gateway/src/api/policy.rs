@@ -126,23 +126,40 @@ pub(super) async fn put(
             "description is longer than 1024 characters",
         ));
     }
-    validate(&state, &req.name, &req.text).await?;
     principal.note("policy", &req.name);
-    let row = state
-        .store
-        .put_policy(
-            &req.name,
-            req.expected_version,
-            &req.text,
-            &req.description,
-            &principal.label(),
-            state.clock.now_ms(),
-        )
-        .await
-        .map_err(|e| match e {
-            dkms_store::StoreError::Conflict => version_conflict(&req.name, req.expected_version),
-            other => other.into(),
-        })?;
+    // Validated against the set as of `seen`; stored only if no version was written
+    // since, so two documents that clash with each other cannot both get in.
+    let mut attempt = 0;
+    let row = loop {
+        let seen = state.store.policy_epoch().await?;
+        validate(&state, &req.name, &req.text).await?;
+        match state
+            .store
+            .put_policy(
+                &req.name,
+                req.expected_version,
+                &req.text,
+                &req.description,
+                &principal.label(),
+                seen,
+                state.clock.now_ms(),
+            )
+            .await
+        {
+            Ok(row) => break row,
+            Err(dkms_store::StoreError::Conflict) => {
+                return Err(version_conflict(&req.name, req.expected_version));
+            }
+            Err(dkms_store::StoreError::PoliciesChanged) if attempt < 3 => attempt += 1,
+            Err(dkms_store::StoreError::PoliciesChanged) => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "the stored policies kept changing while this document was validated; send it again",
+                ));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    };
     state.policies.invalidate();
     principal.note("version", row.version.to_string());
     tracing::info!(policy = %row.name, version = row.version, "policy stored");
