@@ -394,13 +394,16 @@ pub fn spawn_heartbeat(state: AppState) {
             let mut tick = tokio::time::interval((lease / 5).max(Duration::from_millis(200)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+            let mut gate = SweepGate::default();
             let mut last_forget = 0;
             loop {
                 tick.tick().await;
                 let now = state.clock.now_ms();
-                if let Err(e) = state.store.heartbeat(now).await {
-                    // Not sweeping either: this process's own view of liveness is stale.
+                let renewed = state.store.heartbeat(now).await;
+                if let Err(e) = &renewed {
                     warn!(error = %e, "could not renew this gateway's heartbeat");
+                }
+                if !gate.may_sweep(renewed.is_ok(), now, lease_ms) {
                     continue;
                 }
                 end_orphans(&state, now.saturating_sub(lease_ms), now).await;
@@ -419,6 +422,30 @@ pub fn spawn_heartbeat(state: AppState) {
         }
         .instrument(info_span!("heartbeat")),
     );
+}
+
+/// Whether a heartbeat tick may end other gateways' tasks. Not while this gateway cannot
+/// reach the database, and not for a lease after it could not: an outage of the
+/// database silences every gateway at once, and the others need a lease to renew their
+/// heartbeats before their silence means anything.
+#[derive(Debug, Default)]
+struct SweepGate {
+    outage: bool,
+    quiet_until: i64,
+}
+
+impl SweepGate {
+    fn may_sweep(&mut self, renewed: bool, now: i64, lease_ms: i64) -> bool {
+        if !renewed {
+            self.outage = true;
+            return false;
+        }
+        if self.outage {
+            self.outage = false;
+            self.quiet_until = now.saturating_add(lease_ms);
+        }
+        now >= self.quiet_until
+    }
 }
 
 /// Ends the tasks whose gateway has been silent since `cutoff`, with what an auditor and
@@ -1221,5 +1248,32 @@ async fn abort(state: &AppState, session: u64, parties: &[NodeTag], reason: &str
                 },
             )
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SweepGate;
+
+    #[test]
+    fn a_gateway_sweeps_from_its_first_heartbeat_but_waits_a_lease_after_an_outage() {
+        let mut gate = SweepGate::default();
+        assert!(gate.may_sweep(true, 1_000, 15_000), "at start: at once");
+        assert!(gate.may_sweep(true, 4_000, 15_000));
+        assert!(
+            !gate.may_sweep(false, 7_000, 15_000),
+            "database unreachable"
+        );
+        assert!(!gate.may_sweep(false, 40_000, 15_000));
+        assert!(
+            !gate.may_sweep(true, 43_000, 15_000),
+            "back, but the others have not renewed yet"
+        );
+        assert!(!gate.may_sweep(true, 57_999, 15_000));
+        assert!(
+            gate.may_sweep(true, 58_000, 15_000),
+            "a lease after the outage"
+        );
+        assert!(gate.may_sweep(true, 61_000, 15_000));
     }
 }
