@@ -154,7 +154,6 @@ permit (principal in Dkms::Role::"creator", action == Dkms::Action::"generate", 
 when { resource.keyType == "ECDSA_K1" && !resource.exportable };
 
 @id("backup-bot")
-@rate_limit("24/day")
 permit (principal in Dkms::Role::"backup-bot", action == Dkms::Action::"backup", resource);
 
 @id("auditors-read-groups")

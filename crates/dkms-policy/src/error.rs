@@ -37,6 +37,14 @@ pub enum PolicyError {
         value: String,
         reason: String,
     },
+    /// A permit with approvals or limits whose scope reaches beyond signing: the gateway
+    /// enforces them only on `sign` and `signTx`, so elsewhere they would be empty words.
+    #[error(
+        "policy {policy:?}: approvals and limits apply only to signing; scope it with \
+         `action == Dkms::Action::\"sign\"`, `action == Dkms::Action::\"signTx\"` or \
+         `action in [Dkms::Action::\"sign\", Dkms::Action::\"signTx\"]`"
+    )]
+    ObligationScope { policy: String },
     /// The policies parse but do not fit the schema (strict validation).
     #[error("{}", Issues(.issues))]
     Invalid { issues: Vec<ValidationIssue> },

@@ -81,6 +81,19 @@ impl Decision {
     }
 }
 
+/// Whether a policy's action scope is `sign` and/or `signTx` and nothing else.
+fn only_signing(scope: &cedar_policy::ActionConstraint) -> bool {
+    let signing = |uid: &cedar_policy::EntityUid| {
+        uid.type_name().to_string() == "Dkms::Action"
+            && matches!(uid.id().unescaped(), "sign" | "signTx")
+    };
+    match scope {
+        cedar_policy::ActionConstraint::Any => false,
+        cedar_policy::ActionConstraint::Eq(uid) => signing(uid),
+        cedar_policy::ActionConstraint::In(uids) => !uids.is_empty() && uids.iter().all(signing),
+    }
+}
+
 /// Policies parsed, renamed to their `@id`s, with their obligations.
 #[derive(Default)]
 struct Compiled {
@@ -120,6 +133,11 @@ impl Compiled {
                     value: p.value,
                     reason: p.reason,
                 })?;
+            if !obligations.is_empty() && !only_signing(&policy.action_constraint()) {
+                return Err(PolicyError::ObligationScope {
+                    policy: id.to_owned(),
+                });
+            }
             self.set
                 .add(policy.new_id(cedar_policy::PolicyId::new(id)))
                 .map_err(|_| PolicyError::DuplicateId { id: id.to_owned() })?;

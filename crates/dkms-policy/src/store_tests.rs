@@ -873,6 +873,36 @@ fn validation_reports_bad_annotations() {
 }
 
 #[test]
+fn approvals_and_limits_are_refused_outside_signing() {
+    for scope in [
+        "action",
+        r#"action == Dkms::Action::"backup""#,
+        r#"action in [Dkms::Action::"sign", Dkms::Action::"export"]"#,
+    ] {
+        let text =
+            format!(r#"@id("wide") @rate_limit("10/hour") permit (principal, {scope}, resource);"#);
+        let e = invalid(&text);
+        assert!(
+            matches!(&e, PolicyError::ObligationScope { policy } if policy == "wide"),
+            "{scope}: {e:?}"
+        );
+        // Without the obligation the same scope is fine.
+        let plain = format!(r#"@id("wide") permit (principal, {scope}, resource);"#);
+        assert!(PolicyStore::validate(&plain).is_ok(), "{scope}");
+    }
+    for scope in [
+        r#"action == Dkms::Action::"sign""#,
+        r#"action == Dkms::Action::"signTx""#,
+        r#"action in [Dkms::Action::"sign", Dkms::Action::"signTx"]"#,
+    ] {
+        let text = format!(
+            r#"@id("narrow") @requires_approvals("2") @rate_limit("10/hour") permit (principal, {scope}, resource);"#
+        );
+        assert!(PolicyStore::validate(&text).is_ok(), "{scope}");
+    }
+}
+
+#[test]
 fn new_refuses_what_validate_refuses() {
     let bad = r#"@id("x") permit (principal, action, resource) when { resource.nope };"#;
     assert_eq!(
