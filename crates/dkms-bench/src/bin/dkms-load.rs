@@ -1120,3 +1120,89 @@ async fn main() -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use k256::ecdsa::SigningKey;
+
+    fn key_and_signature(digest: &[u8; 32]) -> (HostedKey, SignInfo) {
+        let sk = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let (sig, recid) = sk.sign_prehash_recoverable(digest);
+        assert_eq!(sig.normalize_s(), sig, "k256 signs low-S");
+        let mut raw = sig.to_bytes().to_vec();
+        raw.push(recid.to_byte());
+        let key = HostedKey {
+            id: "0f6b2a52-5d0b-4c8e-9d39-3b0e8f1d2c11".into(),
+            shape: Shape::TwoOfThree,
+            vk: *sk.verifying_key(),
+        };
+        let info = SignInfo {
+            instance_id: "i".into(),
+            key_id: key.id.clone(),
+            digest_hex: hex::encode(digest),
+            status: "FINISHED".into(),
+            sign: Some(hex::encode(&raw)),
+            r: Some(hex::encode(&raw[..32])),
+            s: Some(hex::encode(&raw[32..64])),
+            v: Some(raw[64]),
+            der: None,
+            error_message: None,
+            error_code: None,
+            signers: vec![],
+            derivation_path: None,
+            signed_tx: None,
+            tx_hash: None,
+            created_at: String::new(),
+        };
+        (key, info)
+    }
+
+    #[test]
+    fn verify_accepts_a_good_signature_and_counts_every_defect_as_wrong() {
+        let digest = [3u8; 32];
+        let (key, good) = key_and_signature(&digest);
+        assert!(verify(&key, &digest, &good).is_ok());
+
+        // Another digest, another key, a flipped recovery id, a high-S twin, a torn field.
+        assert!(matches!(
+            verify(&key, &[4u8; 32], &good),
+            Err(Bad::Wrong(_))
+        ));
+        let other = HostedKey {
+            id: key.id.clone(),
+            shape: key.shape,
+            vk: *SigningKey::from_slice(&[8u8; 32]).unwrap().verifying_key(),
+        };
+        assert!(matches!(verify(&other, &digest, &good), Err(Bad::Wrong(_))));
+        let mut flipped = good.clone();
+        let mut raw = hex::decode(good.sign.as_deref().unwrap()).unwrap();
+        raw[64] ^= 1;
+        flipped.sign = Some(hex::encode(&raw));
+        flipped.v = Some(raw[64]);
+        assert!(matches!(
+            verify(&key, &digest, &flipped),
+            Err(Bad::Wrong(_))
+        ));
+        let s = Signature::from_slice(&raw[..64]).unwrap();
+        let high = Signature::from_scalars(s.r().to_bytes(), (-*s.s()).to_bytes()).unwrap();
+        let mut high_raw = high.to_bytes().to_vec();
+        high_raw.push(raw[64] ^ 1);
+        let mut high_s = good.clone();
+        high_s.sign = Some(hex::encode(&high_raw));
+        high_s.s = Some(hex::encode(&high_raw[32..64]));
+        high_s.v = Some(high_raw[64]);
+        assert!(matches!(verify(&key, &digest, &high_s), Err(Bad::Wrong(_))));
+        let mut torn = good.clone();
+        torn.r = Some(hex::encode([0u8; 32]));
+        assert!(matches!(verify(&key, &digest, &torn), Err(Bad::Wrong(_))));
+
+        let mut failed = good;
+        failed.status = "FAILED".into();
+        assert!(matches!(
+            verify(&key, &digest, &failed),
+            Err(Bad::Failed(_))
+        ));
+    }
+}
