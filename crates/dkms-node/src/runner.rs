@@ -1547,6 +1547,62 @@ mod tests {
         assert!(refuse_banned(&store, &[honest]).is_ok());
     }
 
+    /// An imported share's exportable bit, sealed by the dealer, must be the one the
+    /// gateway announces: a gateway cannot turn an import exportable on its own.
+    #[test]
+    fn an_import_whose_announced_exportable_bit_differs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SoftwareSealer::from_key_file(&dir.path().join("k")).unwrap());
+        let store = Arc::new(NodeStore::open(&dir.path().join("s.redb"), sealer).unwrap());
+        let ctx = Arc::new(NodeContext::new("node1".parse().unwrap(), store.clone()).unwrap());
+        let other = EncryptionKeypair::from_seed(&[3; 32]);
+        let peers = vec![
+            node::Peer {
+                tag: ctx.tag.clone(),
+                encryption_key: ctx.enc.public_key(),
+            },
+            node::Peer {
+                tag: "node2".parse().unwrap(),
+                encryption_key: other.public_key(),
+            },
+        ];
+        let members: Vec<ShareParticipant> = peers.iter().cloned().map(Into::into).collect();
+        let pem = "-----BEGIN EC PRIVATE KEY-----\nMC4CAQEEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHoAcGBSuBBAAK\n-----END EC PRIVATE KEY-----\n";
+        let secret = dkms_mpc::import::parse_private_key_pem(pem, None).unwrap();
+        let key_id = uuid::Uuid::new_v4();
+        let mut shares = dkms_mpc::import::split(&secret, key_id, 2, members).unwrap();
+        let sealed = dkms_mpc::import::seal_share(&shares.remove(0)).unwrap();
+        let start = SessionStart {
+            session: 1,
+            key_id,
+            scheme: node::Scheme::Dkls23Secp256k1,
+            operation: Operation::Delete,
+            nonce: [0; 32],
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let f = rt
+            .block_on(import_share(&ctx, &start, 2, &peers, &sealed, true))
+            .err()
+            .unwrap();
+        assert_eq!(f.kind, FailureKind::BadParameters);
+        assert!(
+            f.message.contains("exportable bit differs"),
+            "{}",
+            f.message
+        );
+        assert!(
+            store.get_share(&key_id).unwrap().is_none(),
+            "nothing stored"
+        );
+        assert!(matches!(
+            rt.block_on(import_share(&ctx, &start, 2, &peers, &sealed, false)),
+            Ok(Outcome::KeyGenerated { .. })
+        ));
+    }
+
     /// The node enforces `exportable` itself: whatever the gateway asks, a share of a key
     /// created non-exportable is not sealed out; an exportable one is, and only the
     /// recipient opens it.
