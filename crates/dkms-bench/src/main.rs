@@ -283,6 +283,7 @@ fn keygen_request(parts: &[&str], t: i64) -> KeyGenRequest {
         threshold: Some(t),
         total_shares: Some(parts.len() as i64),
         node_group: None,
+        exportable: false,
     }
 }
 
@@ -311,6 +312,7 @@ async fn e2e_import(c: &Client) -> Result<(String, Duration)> {
         total_shares: 3,
         private_key: random_pem()?,
         password: None,
+        exportable: false,
     };
     let resp = c.import_key(&req).await?;
     let k = c.wait_key(&resp.key_id, Duration::from_secs(300)).await?;

@@ -72,6 +72,12 @@ pub enum ClientCommand {
         #[arg(long)]
         derivation_path: Option<String>,
     },
+    /// Share backups to custodians: `dkms backup keygen`, `dkms backup group create`,
+    /// `dkms backup fetch`, `dkms backup restore` (offline, by a custodian)
+    Backup {
+        #[command(subcommand)]
+        cmd: crate::backup_cmd::BackupCmd,
+    },
     /// `dkms wait key <id>` / `dkms wait sign <instanceId>` [--timeout 60]
     Wait {
         #[command(subcommand)]
@@ -235,6 +241,37 @@ pub enum KeyCmd {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Break-glass export of a key created with --exportable: the nodes seal their shares
+    /// to a key pair made here, and the key is combined here, checked against its public
+    /// key and written as a SEC1 PEM (mode 0600). The gateway never sees the key
+    Export {
+        key_id: String,
+        /// The PEM file to write (must not exist)
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Seconds to wait
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Back up every share of a key to the custodians of a backup group (sealed to each)
+    Backup {
+        key_id: String,
+        /// The backup group
+        #[arg(long)]
+        group: String,
+        /// Seconds to wait
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Deliver a blob from `dkms backup restore` to its node, then refresh every share
+    Restore {
+        /// The blob file
+        #[arg(long)]
+        blob: std::path::PathBuf,
+        /// Seconds to wait
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// The BIP-32 child of a key at a non-hardened path: public key, address, chain code
     Derive {
         key_id: String,
@@ -311,6 +348,10 @@ pub struct KeyGenArgs {
     /// Idempotency-Key header: a repeat within 24 h returns the first key id
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Let the key be exported whole later (`dkms key export`, break-glass); fixed for
+    /// the key's life. Default: never exportable
+    #[arg(long)]
+    pub exportable: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -506,7 +547,21 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
             KeyCmd::ScheduleDeletion { key_id, days } => {
                 print_json(&client.schedule_key_deletion(&key_id, Some(days)).await?)
             }
+            KeyCmd::Export {
+                key_id,
+                out,
+                timeout,
+            } => crate::backup_cmd::export_key(client, &key_id, &out, timeout).await,
+            KeyCmd::Backup {
+                key_id,
+                group,
+                timeout,
+            } => crate::backup_cmd::backup_key(client, &key_id, &group, timeout).await,
+            KeyCmd::Restore { blob, timeout } => {
+                crate::backup_cmd::restore_key(client, &blob, timeout).await
+            }
         },
+        ClientCommand::Backup { cmd } => crate::backup_cmd::run(client, cmd).await,
         ClientCommand::Sign {
             key_id,
             digest_hex,
@@ -620,6 +675,7 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
             total_shares,
             private_key: pem.to_string(),
             password: password.as_ref().map(|p| p.to_string()),
+            exportable: shape.exportable,
         };
         let resp = client.import_key(&req).await;
         let mut req = req;
@@ -658,15 +714,16 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
             .map_err(|e| anyhow!("splitting the key: {e}"))?;
         drop(secret);
         let mut sealed = Vec::with_capacity(shares.len());
-        for (share, tag) in shares.iter().zip(&shape.service_participants) {
-            let ct = dkms_mpc::import::seal_share(share)
+        for (share, tag) in shares.into_iter().zip(&shape.service_participants) {
+            // The bit travels inside each sealed share; the nodes compare it with the request's.
+            let share = share.with_exportable(shape.exportable);
+            let ct = dkms_mpc::import::seal_share(&share)
                 .map_err(|e| anyhow!("sealing the share of {tag}: {e}"))?;
             sealed.push(dkms_client::SealedShare {
                 node_tag: tag.clone(),
                 sealed: hex::encode(ct),
             });
         }
-        drop(shares);
         client
             .import_key_shares(&dkms_client::KeyImportSharesRequest {
                 key_id: key_id.to_string(),
@@ -676,6 +733,7 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
                 total_shares,
                 public_key_hex: hex::encode(public_key),
                 shares: sealed,
+                exportable: shape.exportable,
             })
             .await?
     };
@@ -686,7 +744,7 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
     }
 }
 
-async fn wait_task(client: &Client, instance_id: &str, timeout_secs: u64) -> Result<()> {
+pub(crate) async fn wait_task(client: &Client, instance_id: &str, timeout_secs: u64) -> Result<()> {
     let task = client
         .wait_task(instance_id, Duration::from_secs(timeout_secs))
         .await
@@ -722,6 +780,7 @@ fn keygen_request(args: &KeyGenArgs) -> KeyGenRequest {
         threshold: args.threshold,
         total_shares,
         node_group: args.group.clone(),
+        exportable: args.exportable,
     }
 }
 

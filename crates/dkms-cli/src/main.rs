@@ -1,6 +1,7 @@
 //! `dkms`: one binary for the node daemon, the gateway, the all-in-one local mode and the
 //! client commands.
 
+mod backup_cmd;
 mod client_cmd;
 mod config;
 mod dev;

@@ -40,6 +40,7 @@ fn by_group(group: &str) -> KeyGenRequest {
         threshold: None,
         total_shares: None,
         node_group: Some(group.into()),
+        exportable: false,
     }
 }
 

@@ -152,6 +152,7 @@ fn import_request(pem: String, password: Option<&str>) -> KeyImportRequest {
         total_shares: 3,
         private_key: pem,
         password: password.map(str::to_owned),
+        exportable: false,
     }
 }
 

@@ -36,6 +36,10 @@ pub use dkms_proto::api::{
     DryRunResponse, LoginResponse, PolicyInfo, PolicyPutRequest, SignTxRequest, UserInfo,
     UserRequest, WhoAmI,
 };
+pub use dkms_proto::api::{
+    BackupGroupInfo, BackupGroupRequest, BackupShare, Custodian, KeyBackupInfo, KeyExportInfo,
+    KeyRestoreRequest, MemberSealedShare,
+};
 pub use dkms_proto::api::{NodeGroupInfo, NodeGroupRequest};
 
 mod governance;
@@ -430,6 +434,122 @@ impl Client {
             new_participant: new_participant.map(str::to_owned),
         };
         self.post("/api/mappic/dkms/key/recover", &body, None).await
+    }
+
+    /// `POST /api/mappic/dkms/key/export`: break-glass export of an exportable key; every
+    /// connected member seals its share to `recipient_public_key` (X25519, hex). Follow
+    /// it with [`Client::wait_export`]. `dkms key export` does the whole procedure.
+    pub async fn export_key(
+        &self,
+        key_id: &str,
+        recipient_public_key: &str,
+    ) -> Result<KeyImportResponse, ClientError> {
+        let body = dkms_proto::api::KeyExportRequest {
+            key_id: key_id.to_owned(),
+            recipient_public_key: recipient_public_key.to_owned(),
+        };
+        self.post("/api/mappic/dkms/key/export", &body, None).await
+    }
+
+    /// `GET /api/mappic/dkms/key/export/get`, long-polling until the export task ends or
+    /// `timeout`.
+    pub async fn wait_export(
+        &self,
+        instance_id: &str,
+        timeout: Duration,
+    ) -> Result<KeyExportInfo, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = left.as_millis().min(u128::from(MAX_WAIT_MS)) as u64;
+            let info: KeyExportInfo = self
+                .long_poll(
+                    "/api/mappic/dkms/key/export/get",
+                    "instanceId",
+                    instance_id,
+                    wait,
+                )
+                .await?;
+            if matches!(info.status.as_str(), "FINISHED" | "FAILED") {
+                return Ok(info);
+            }
+            if left.is_zero() {
+                return Err(ClientError::Timeout);
+            }
+        }
+    }
+
+    /// `POST /api/mappic/dkms/backupGroup/create`.
+    pub async fn create_backup_group(
+        &self,
+        req: &BackupGroupRequest,
+    ) -> Result<BackupGroupInfo, ClientError> {
+        self.post("/api/mappic/dkms/backupGroup/create", req, None)
+            .await
+    }
+
+    /// `GET /api/mappic/dkms/backupGroup/get?name=...`.
+    pub async fn get_backup_group(&self, name: &str) -> Result<BackupGroupInfo, ClientError> {
+        self.get(
+            "/api/mappic/dkms/backupGroup/get",
+            &[("name", name)],
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `GET /api/mappic/dkms/backupGroup/list`.
+    pub async fn list_backup_groups(&self) -> Result<Vec<BackupGroupInfo>, ClientError> {
+        self.get("/api/mappic/dkms/backupGroup/list", &[], REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// `POST /api/mappic/dkms/backupGroup/delete`; refused (`CONFLICT`) while backups use it.
+    pub async fn delete_backup_group(&self, name: &str) -> Result<(), ClientError> {
+        let body = dkms_proto::api::BackupGroupName {
+            name: name.to_owned(),
+        };
+        let _: dkms_proto::api::BackupGroupName = self
+            .post("/api/mappic/dkms/backupGroup/delete", &body, None)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /api/mappic/dkms/key/backup`: every member seals its share to its custodian
+    /// in `backup_group`; follow it with [`Client::wait_task`].
+    pub async fn backup_key(
+        &self,
+        key_id: &str,
+        backup_group: &str,
+    ) -> Result<KeyImportResponse, ClientError> {
+        let body = dkms_proto::api::KeyBackupRequest {
+            key_id: key_id.to_owned(),
+            backup_group: backup_group.to_owned(),
+        };
+        self.post("/api/mappic/dkms/key/backup", &body, None).await
+    }
+
+    /// `GET /api/mappic/dkms/key/backup/get`: the latest backup of a key to a group.
+    pub async fn get_key_backup(
+        &self,
+        key_id: &str,
+        backup_group: &str,
+    ) -> Result<KeyBackupInfo, ClientError> {
+        self.get(
+            "/api/mappic/dkms/key/backup/get",
+            &[("keyId", key_id), ("backupGroup", backup_group)],
+            REQUEST_TIMEOUT,
+        )
+        .await
+    }
+
+    /// `POST /api/mappic/dkms/key/restore`: delivers a blob a custodian re-sealed to a node,
+    /// then refreshes every share; follow it with [`Client::wait_task`].
+    pub async fn restore_key(
+        &self,
+        req: &KeyRestoreRequest,
+    ) -> Result<KeyImportResponse, ClientError> {
+        self.post("/api/mappic/dkms/key/restore", req, None).await
     }
 
     /// `GET /api/mappic/dkms/task/get`, long-polling until the task ends or `timeout`.

@@ -191,6 +191,7 @@ fn keygen_request() -> KeyGenRequest {
         threshold: Some(2),
         total_shares: Some(3),
         node_group: None,
+        exportable: false,
     }
 }
 
@@ -234,6 +235,7 @@ async fn node_groups_and_regions() {
         threshold: None,
         total_shares: None,
         node_group: Some("treasury".into()),
+        exportable: false,
         ..keygen_request()
     };
     c.generate_key(&by_group).await.unwrap();

@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 mod approvals;
 mod audit;
+mod backup;
 mod groups;
 mod identity;
 mod policy;
@@ -310,6 +311,63 @@ fn routes() -> Vec<Route> {
             key_recover,
         ),
         route(Get, "/api/mappic/dkms/key/derive", Key(A::Get), key_derive),
+        route(
+            Post,
+            "/api/mappic/dkms/key/export",
+            Key(A::Export),
+            backup::key_export,
+        ),
+        route(
+            Get,
+            "/api/mappic/dkms/key/export/get",
+            Key(A::Export),
+            backup::key_export_get,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/backupGroup/create",
+            Service(A::ManageGroups),
+            backup::group_create,
+        ),
+        route(
+            Get,
+            "/api/mappic/dkms/backupGroup/get",
+            Service(A::List),
+            backup::group_get,
+        ),
+        route(
+            Get,
+            "/api/mappic/dkms/backupGroup/list",
+            Service(A::List),
+            backup::group_list,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/backupGroup/delete",
+            Service(A::ManageGroups),
+            backup::group_delete,
+        ),
+        route(
+            Post,
+            "/api/mappic/dkms/key/backup",
+            Key(A::Backup),
+            backup::key_backup,
+        ),
+        route(
+            Get,
+            "/api/mappic/dkms/key/backup/get",
+            Key(A::Backup),
+            backup::key_backup_get,
+        ),
+        with_body_limit(
+            route(
+                Post,
+                "/api/mappic/dkms/key/restore",
+                Key(A::Recover),
+                backup::key_restore,
+            ),
+            MAX_SHARES_BODY_BYTES,
+        ),
         route(Get, "/api/mappic/dkms/task/get", Key(A::Get), task_get),
         with_body_limit(
             route(
@@ -721,6 +779,8 @@ struct KeygenPlan {
     key_type: KeyType,
     threshold: u8,
     participants: Vec<NodeTag>,
+    /// Whether the key may be exported whole; fixed at creation.
+    exportable: bool,
 }
 
 /// Validates a key/gen request: its own participant list, or a node group's members
@@ -806,6 +866,7 @@ fn plan_key(
         threshold: u8::try_from(req.threshold)
             .map_err(|_| ApiError::invalid("threshold is out of range"))?,
         participants,
+        exportable: false,
     })
 }
 
@@ -816,7 +877,8 @@ async fn key_gen(
     ApiJson(req): ApiJson<KeyGenRequest>,
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyGen", &req, || async {
-        let (plan, group) = plan_keygen(&state, &req).await?;
+        let (mut plan, group) = plan_keygen(&state, &req).await?;
+        plan.exportable = req.exportable;
         let key_id = KeyId::new_random().to_string();
         authorize_new_key(&state, &principal, &key_id, &plan, group.as_ref()).await?;
         check_nodes(&state, &plan).await?;
@@ -872,7 +934,7 @@ async fn authorize_new_key(
         labels: Default::default(),
         group: node_group.map(|g| g.to_string()).unwrap_or_default(),
         key_type: plan.key_type.as_str().into(),
-        exportable: false,
+        exportable: plan.exportable,
         creator: principal.label(),
     };
     principal.authorize_key(state, attrs, |_| {}).await?;
@@ -908,6 +970,7 @@ async fn insert_key_row(
             generation: 0,
             node_group: node_group.map(|g| g.to_string()),
             created_by: principal.label(),
+            exportable: plan.exportable,
             created_at: state.clock.now_ms(),
         })
         .await
@@ -933,6 +996,7 @@ struct ImportFingerprint<'a> {
     threshold: i64,
     total_shares: i64,
     public_key_hex: String,
+    exportable: bool,
 }
 
 /// `POST /api/mappic/dkms/key/import`: the compatible API's import. The PEM is parsed
@@ -951,11 +1015,12 @@ async fn key_import(
         total_shares,
         private_key,
         password,
+        exportable,
     } = req;
     let pem = zeroize::Zeroizing::new(private_key);
     let password = password.map(zeroize::Zeroizing::new);
     let plan = match plan_key(&key_params, &service_participants, threshold, total_shares) {
-        Ok(p) => p,
+        Ok(p) => KeygenPlan { exportable, ..p },
         Err(e) => return e.into_response(),
     };
     let parsed = tokio::task::spawn_blocking(move || {
@@ -973,6 +1038,7 @@ async fn key_import(
         threshold,
         total_shares,
         public_key_hex: hex::encode(secret.public_key()),
+        exportable,
     };
     let mut secret = Some(secret);
     idempotent(
@@ -1023,12 +1089,15 @@ async fn key_import_shares(
     ApiJson(req): ApiJson<KeyImportSharesRequest>,
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyImportShares", &req, || async {
-        let plan = plan_key(
-            &req.key_params,
-            &req.service_participants,
-            req.threshold,
-            req.total_shares,
-        )?;
+        let plan = KeygenPlan {
+            exportable: req.exportable,
+            ..plan_key(
+                &req.key_params,
+                &req.service_participants,
+                req.threshold,
+                req.total_shares,
+            )?
+        };
         let key_id = parse_id(Some(req.key_id.as_str()), "keyId")?.to_string();
         let public_key: [u8; 33] = hex::decode(req.public_key_hex.trim_start_matches("0x"))
             .ok()
@@ -1444,12 +1513,54 @@ async fn begin_maintenance(
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!(
-                "a refresh or recovery of key {} is already running",
+                "a refresh, recovery, export, backup or restore of key {} is already running",
                 key.key_id
             ),
         ));
     }
     Ok((instance_id, permit))
+}
+
+/// The member a recovery or restore replaces and the node that takes its place (the
+/// same tag by default), checked against the key's members and the node's admission.
+pub(super) async fn replacement_of(
+    state: &AppState,
+    key: &dkms_store::KeyRow,
+    lost: &str,
+    new: Option<&str>,
+) -> ApiResult<(NodeTag, NodeTag)> {
+    let lost: NodeTag = lost
+        .parse()
+        .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("lostParticipant: {e}")))?;
+    let newcomer: NodeTag = match new {
+        None => lost.clone(),
+        Some(t) => t.parse().map_err(|e: dkms_proto::ParseError| {
+            ApiError::invalid(format!("newParticipant: {e}"))
+        })?,
+    };
+    if !key.participants.iter().any(|p| *p == lost.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "lostParticipant: {lost} is not a participant of key {}",
+            key.key_id
+        )));
+    }
+    if newcomer != lost && key.participants.iter().any(|p| *p == newcomer.as_str()) {
+        return Err(ApiError::invalid(format!(
+            "newParticipant: {newcomer} already holds a share of key {}",
+            key.key_id
+        )));
+    }
+    match state.store.get_node(newcomer.as_str()).await? {
+        None => Err(ApiError::new(
+            ErrorCode::NodeNotFound,
+            format!("newParticipant: unknown node tag {newcomer}"),
+        )),
+        Some(n) if n.status != dkms_store::NODE_ACTIVE => Err(ApiError::new(
+            ErrorCode::NodeUnavailable,
+            format!("node {newcomer} has not joined yet"),
+        )),
+        Some(_) => Ok((lost, newcomer)),
+    }
 }
 
 async fn key_recover(
@@ -1460,42 +1571,9 @@ async fn key_recover(
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyRecover", &req, || async {
         let key = authorized_key(&state, &principal, &req.key_id, |_| {}).await?;
-        let lost: NodeTag = req.lost_participant.parse().map_err(|e: dkms_proto::ParseError| {
-            ApiError::invalid(format!("lostParticipant: {e}"))
-        })?;
-        let newcomer: NodeTag = match &req.new_participant {
-            None => lost.clone(),
-            Some(t) => t.parse().map_err(|e: dkms_proto::ParseError| {
-                ApiError::invalid(format!("newParticipant: {e}"))
-            })?,
-        };
-        if !key.participants.iter().any(|p| *p == lost.as_str()) {
-            return Err(ApiError::invalid(format!(
-                "lostParticipant: {lost} is not a participant of key {}",
-                key.key_id
-            )));
-        }
-        if newcomer != lost && key.participants.iter().any(|p| *p == newcomer.as_str()) {
-            return Err(ApiError::invalid(format!(
-                "newParticipant: {newcomer} already holds a share of key {}",
-                key.key_id
-            )));
-        }
-        match state.store.get_node(newcomer.as_str()).await? {
-            None => {
-                return Err(ApiError::new(
-                    ErrorCode::NodeNotFound,
-                    format!("newParticipant: unknown node tag {newcomer}"),
-                ));
-            }
-            Some(n) if n.status != dkms_store::NODE_ACTIVE => {
-                return Err(ApiError::new(
-                    ErrorCode::NodeUnavailable,
-                    format!("node {newcomer} has not joined yet"),
-                ));
-            }
-            Some(_) => {}
-        }
+        let (lost, newcomer) =
+            replacement_of(&state, &key, &req.lost_participant, req.new_participant.as_deref())
+                .await?;
         let (instance_id, permit) = begin_maintenance(&state, &key, "RECOVER", "recovered").await?;
         principal.note("instanceId", &instance_id);
         principal.note("lostParticipant", lost.as_str());
@@ -1505,7 +1583,11 @@ async fn key_recover(
             state.clone(),
             instance_id.clone(),
             key.key_id.clone(),
-            Some((lost, newcomer)),
+            Some(orchestrator::Recovery {
+                lost,
+                newcomer,
+                rebuild: orchestrator::Rebuild::Repair,
+            }),
             permit,
         );
         to_value(KeyImportResponse {
@@ -1670,6 +1752,7 @@ async fn key_info(state: &AppState, row: dkms_store::KeyRow) -> ApiResult<KeyInf
         deletion_at: row.deletion_at.map(rfc3339),
         generation: row.generation,
         node_group: row.node_group,
+        exportable: row.exportable,
         created_at: rfc3339(row.created_at),
     })
 }

@@ -233,7 +233,7 @@ pub async fn key_attrs(state: &AppState, key: &dkms_store::KeyRow) -> ApiResult<
         labels: state.store.get_labels(&key.key_id).await?,
         group: key.node_group.clone().unwrap_or_default(),
         key_type: key.key_type.clone(),
-        exportable: false,
+        exportable: key.exportable,
         creator: key.created_by.clone(),
     })
 }

@@ -226,6 +226,7 @@ async fn run_key_task(
             let operation = Operation::Keygen {
                 threshold: key.threshold,
                 participants: peers,
+                exportable: key.exportable,
             };
             let outcomes = run_session(
                 state,
@@ -238,7 +239,8 @@ async fn run_key_task(
             (outcomes, None)
         }
         Some(source) => {
-            let (public_key, sealed) = seal_import(source, key_uuid, key.threshold, &peers).await?;
+            let (public_key, sealed) =
+                seal_import(source, key_uuid, key.threshold, key.exportable, &peers).await?;
             let operations = sealed
                 .into_iter()
                 .map(|(tag, sealed_share)| {
@@ -248,6 +250,7 @@ async fn run_key_task(
                             threshold: key.threshold,
                             participants: peers.clone(),
                             sealed_share,
+                            exportable: key.exportable,
                         },
                     )
                 })
@@ -267,7 +270,8 @@ async fn run_key_task(
             Outcome::Signed { .. }
             | Outcome::Deleted
             | Outcome::Promoted { .. }
-            | Outcome::Repaired => {
+            | Outcome::Repaired
+            | Outcome::Sealed { .. } => {
                 return Err(TaskFailure::new(
                     ErrorCode::ProtocolFailed,
                     format!("node {tag} answered a key task with something else"),
@@ -314,6 +318,7 @@ async fn seal_import(
     source: ImportSource,
     key_id: uuid::Uuid,
     threshold: u8,
+    exportable: bool,
     peers: &[Peer],
 ) -> Result<([u8; 33], Vec<(NodeTag, Vec<u8>)>), TaskFailure> {
     match source {
@@ -334,10 +339,11 @@ async fn seal_import(
                 drop(secret);
                 // `split` returns the shares in participant order.
                 let sealed = shares
-                    .iter()
+                    .into_iter()
                     .zip(tags)
                     .map(|(share, tag)| {
-                        dkms_mpc::import::seal_share(share)
+                        let share = share.with_exportable(exportable);
+                        dkms_mpc::import::seal_share(&share)
                             .map(|ct| (tag, ct))
                             .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))
                     })
@@ -589,18 +595,35 @@ async fn delete_shares(state: &AppState, key: &dkms_store::KeyRow) -> Result<(),
     Ok(())
 }
 
-/// Spawns a refresh (or, with `recovery` = (lost member, its replacement), a recovery)
-/// task `instance_id` of `key_id` in the background.
+/// How a lost member's share comes back before the refresh of a recovery.
+pub enum Rebuild {
+    /// Rebuilt by `threshold` members (repair).
+    Repair,
+    /// Delivered: a custodian re-sealed the member's backed-up share of `generation` to
+    /// the newcomer (`dkms backup restore`).
+    Restore { generation: u32, sealed: Vec<u8> },
+}
+
+/// A lost member, the node that takes its place, and how its share comes back.
+pub struct Recovery {
+    pub lost: NodeTag,
+    pub newcomer: NodeTag,
+    pub rebuild: Rebuild,
+}
+
+/// Spawns a refresh (or, with a `recovery`, a recovery or restore) task `instance_id` of
+/// `key_id` in the background.
 pub fn spawn_maintenance(
     state: AppState,
     instance_id: String,
     key_id: String,
-    recovery: Option<(NodeTag, NodeTag)>,
+    recovery: Option<Recovery>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let span = match &recovery {
         None => info_span!("refresh", instance_id = %instance_id, key_id = %key_id),
-        Some((lost, newcomer)) => {
+        Some(r) => {
+            let (lost, newcomer) = (&r.lost, &r.newcomer);
             info_span!("recover", instance_id = %instance_id, key_id = %key_id, %lost, %newcomer)
         }
     };
@@ -634,20 +657,22 @@ pub fn spawn_maintenance(
     );
 }
 
-/// A refresh, or a recovery: a repair of the lost member's share onto its replacement,
-/// then a refresh of every share with the replacement in the lost member's place. The new
-/// generation is committed only when every member reports the key's public key; until
-/// then every node keeps signing with its current share, so a task that fails at any point
-/// (a node down, a crash) leaves the key usable as it was. A failed recovery can be run
-/// again: the recipient's unusable share is replaced by the next repair.
-async fn run_maintenance(
-    state: &AppState,
+/// What a task on an existing key starts with: a session slot (held until the task
+/// ends), the task marked PROCESSING, and the key as it is now.
+struct KeyTaskStart<'a> {
+    _running: tokio::sync::SemaphorePermit<'a>,
+    key: dkms_store::KeyRow,
+    participants: Vec<NodeTag>,
+    key_uuid: uuid::Uuid,
+}
+
+async fn start_key_task<'a>(
+    state: &'a AppState,
     instance_id: &str,
     key_id: &str,
-    recovery: Option<(NodeTag, NodeTag)>,
-) -> Result<u32, TaskFailure> {
+) -> Result<KeyTaskStart<'a>, TaskFailure> {
     let internal = |e: dkms_store::StoreError| TaskFailure::new(ErrorCode::Internal, e.to_string());
-    let _running = state
+    let running = state
         .sessions
         .acquire()
         .await
@@ -667,6 +692,33 @@ async fn run_maintenance(
     let participants = tags(&key.participants)?;
     let key_uuid = uuid::Uuid::parse_str(key_id)
         .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    Ok(KeyTaskStart {
+        _running: running,
+        key,
+        participants,
+        key_uuid,
+    })
+}
+
+/// A refresh, or a recovery: a repair of the lost member's share onto its replacement,
+/// then a refresh of every share with the replacement in the lost member's place. The new
+/// generation is committed only when every member reports the key's public key; until
+/// then every node keeps signing with its current share, so a task that fails at any point
+/// (a node down, a crash) leaves the key usable as it was. A failed recovery can be run
+/// again: the recipient's unusable share is replaced by the next repair.
+async fn run_maintenance(
+    state: &AppState,
+    instance_id: &str,
+    key_id: &str,
+    recovery: Option<Recovery>,
+) -> Result<u32, TaskFailure> {
+    let internal = |e: dkms_store::StoreError| TaskFailure::new(ErrorCode::Internal, e.to_string());
+    let KeyTaskStart {
+        _running,
+        key,
+        participants,
+        key_uuid,
+    } = start_key_task(state, instance_id, key_id).await?;
     let expected = key
         .public_key
         .as_deref()
@@ -678,17 +730,9 @@ async fn run_maintenance(
             require_connected(state, &participants, "a refresh")?;
             (participants, None)
         }
-        Some((lost, newcomer)) => {
-            let (members, replacement) = repair(
-                state,
-                &key,
-                key_uuid,
-                &participants,
-                &expected,
-                lost,
-                newcomer,
-            )
-            .await?;
+        Some(r) => {
+            let (members, replacement) =
+                repair(state, &key, key_uuid, &participants, &expected, r).await?;
             (members, Some(replacement))
         }
     };
@@ -754,17 +798,22 @@ async fn run_maintenance(
 }
 
 /// The repair half of a recovery: `threshold` connected members rebuild `lost`'s share on
-/// `newcomer`. Returns the members after the recovery and the replacement, for the refresh
-/// that must follow (all of them must be connected for it, so that is checked first).
+/// `newcomer` (or, for a restore, the newcomer stores the share its custodian re-sealed to
+/// it). Returns the members after the recovery and the replacement, for the refresh that
+/// must follow (all of them must be connected for it, so that is checked first).
 async fn repair(
     state: &AppState,
     key: &dkms_store::KeyRow,
     key_uuid: uuid::Uuid,
     participants: &[NodeTag],
     public_key: &[u8],
-    lost: NodeTag,
-    newcomer: NodeTag,
+    recovery: Recovery,
 ) -> Result<(Vec<NodeTag>, Replacement), TaskFailure> {
+    let Recovery {
+        lost,
+        newcomer,
+        rebuild,
+    } = recovery;
     let members: Vec<NodeTag> = participants
         .iter()
         .map(|p| {
@@ -795,6 +844,40 @@ async fn repair(
         .cloned()
         .collect();
     let replacement = Replacement { lost, member };
+    if let Rebuild::Restore { generation, sealed } = rebuild {
+        if generation != key.generation {
+            return Err(TaskFailure::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the backup is of share generation {generation} but the key is at {}; take a new backup",
+                    key.generation
+                ),
+            ));
+        }
+        let outcomes = run_session(
+            state,
+            key_uuid,
+            Operation::Restore {
+                generation,
+                threshold: key.threshold,
+                public_key: public_key.to_vec(),
+                participants: peers,
+                replacement: replacement.clone(),
+                sealed_share: sealed,
+            },
+            std::slice::from_ref(&newcomer),
+            state.config.sign_timeout,
+        )
+        .await?;
+        if outcomes.iter().any(|(_, o)| *o != Outcome::Repaired) {
+            return Err(TaskFailure::new(
+                ErrorCode::ProtocolFailed,
+                format!("node {newcomer} did not confirm the restore"),
+            ));
+        }
+        info!("restored share delivered; refreshing every share");
+        return Ok((members, replacement));
+    }
     let mut parties = helpers.clone();
     parties.push(newcomer);
     let outcomes = run_session(
@@ -807,6 +890,7 @@ async fn repair(
             participants: peers,
             replacement: replacement.clone(),
             helpers,
+            exportable: key.exportable,
         },
         &parties,
         state.config.keygen_timeout,
@@ -1249,6 +1333,206 @@ async fn abort(state: &AppState, session: u64, parties: &[NodeTag], reason: &str
             )
             .await;
     }
+}
+
+/// What leaves the nodes sealed in an export or a backup task.
+pub enum SealTask {
+    /// Break-glass export to the requester's X25519 key.
+    Export { recipient: [u8; 32] },
+    /// Backup of every member's share to the custodian at its position in the group.
+    Backup {
+        group: String,
+        custodians: Vec<[u8; 32]>,
+    },
+}
+
+/// Spawns an export or backup task `instance_id` of `key_id` in the background.
+pub fn spawn_seal_task(
+    state: AppState,
+    instance_id: String,
+    key_id: String,
+    task: SealTask,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let what = match &task {
+        SealTask::Export { .. } => "export",
+        SealTask::Backup { .. } => "backup",
+    };
+    let span = info_span!("seal", op = what, instance_id = %instance_id, key_id = %key_id);
+    tokio::spawn(
+        async move {
+            let _permit = permit;
+            let result = run_seal_task(&state, &instance_id, &key_id, task).await;
+            let failure = result
+                .as_ref()
+                .err()
+                .map(|f| (f.code.as_str(), f.message.as_str()));
+            match &result {
+                Ok(()) => info!("shares sealed and stored"),
+                Err(f) => warn!(code = %f.code, error = %f.message, "export or backup failed"),
+            }
+            if let Err(e) = state
+                .store
+                .end_key_task(&instance_id, failure, state.clock.now_ms())
+                .await
+            {
+                warn!(error = %e, "could not record the end of the task");
+            }
+            let outcome = match &result {
+                Ok(()) => "FINISHED".to_owned(),
+                Err(f) => format!("FAILED {}", f.code),
+            };
+            crate::authz::task_outcome(&state, "task.end", &key_id, &instance_id, &outcome).await;
+            state.waiters.wake(&instance_id);
+        }
+        .instrument(span),
+    );
+}
+
+/// The public result of an export task, kept in `key_tasks.result`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ExportResult {
+    pub generation: u32,
+    pub shares: Vec<dkms_proto::api::MemberSealedShare>,
+}
+
+/// An export asks every connected member (at least `threshold` of them) for its share
+/// sealed to the requester; a backup asks every member for its share sealed to its
+/// custodian. Only ciphertext reaches the gateway, and it is stored only once every
+/// asked member answered.
+async fn run_seal_task(
+    state: &AppState,
+    instance_id: &str,
+    key_id: &str,
+    task: SealTask,
+) -> Result<(), TaskFailure> {
+    let internal = |e: dkms_store::StoreError| TaskFailure::new(ErrorCode::Internal, e.to_string());
+    let KeyTaskStart {
+        _running,
+        key,
+        participants,
+        key_uuid,
+    } = start_key_task(state, instance_id, key_id).await?;
+    let generation = key.generation;
+    let operations: Vec<(NodeTag, Operation)> = match &task {
+        SealTask::Export { recipient } => {
+            let live: Vec<NodeTag> = participants
+                .iter()
+                .filter(|t| state.hub.is_connected(t))
+                .cloned()
+                .collect();
+            if live.len() < usize::from(key.threshold) {
+                return Err(TaskFailure::new(
+                    ErrorCode::NodeUnavailable,
+                    format!(
+                        "an export needs {} connected members, but only {} are: {}",
+                        key.threshold,
+                        live.len(),
+                        join(&live)
+                    ),
+                ));
+            }
+            live.into_iter()
+                .map(|t| {
+                    (
+                        t,
+                        Operation::Export {
+                            generation,
+                            recipient: *recipient,
+                        },
+                    )
+                })
+                .collect()
+        }
+        SealTask::Backup { custodians, .. } => {
+            require_connected(state, &participants, "a backup")?;
+            if custodians.len() != participants.len() {
+                return Err(TaskFailure::new(
+                    ErrorCode::InvalidParameter,
+                    format!(
+                        "the backup group has {} custodians but the key has {} members",
+                        custodians.len(),
+                        participants.len()
+                    ),
+                ));
+            }
+            participants
+                .iter()
+                .zip(custodians)
+                .map(|(t, c)| {
+                    (
+                        t.clone(),
+                        Operation::Backup {
+                            generation,
+                            custodian: *c,
+                        },
+                    )
+                })
+                .collect()
+        }
+    };
+    let outcomes = run_session_each(state, key_uuid, operations, state.config.sign_timeout).await?;
+    let mut sealed = BTreeMap::new();
+    for (tag, outcome) in outcomes {
+        match outcome {
+            Outcome::Sealed { sealed: ct } => {
+                sealed.insert(tag, hex::encode(ct));
+            }
+            _ => {
+                return Err(TaskFailure::new(
+                    ErrorCode::ProtocolFailed,
+                    format!("node {tag} did not answer with a sealed share"),
+                ));
+            }
+        }
+    }
+    // In the key's member order.
+    let ordered = participants
+        .iter()
+        .filter_map(|t| sealed.remove(t).map(|ct| (t.clone(), ct)));
+    let now = state.clock.now_ms();
+    match task {
+        SealTask::Export { .. } => {
+            let result = ExportResult {
+                generation,
+                shares: ordered
+                    .map(|(t, ct)| dkms_proto::api::MemberSealedShare {
+                        member: t.to_string(),
+                        sealed: ct,
+                    })
+                    .collect(),
+            };
+            let json = serde_json::to_string(&result)
+                .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+            state
+                .store
+                .set_key_task_result(instance_id, &json)
+                .await
+                .map_err(internal)?;
+        }
+        SealTask::Backup { group, .. } => {
+            let shares: Vec<dkms_proto::api::MemberSealedShare> = ordered
+                .map(|(t, ct)| dkms_proto::api::MemberSealedShare {
+                    member: t.to_string(),
+                    sealed: ct,
+                })
+                .collect();
+            let json = serde_json::to_string(&shares)
+                .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+            state
+                .store
+                .put_key_backup(&dkms_store::KeyBackupRow {
+                    key_id: key_id.to_owned(),
+                    backup_group: group,
+                    generation,
+                    shares: json,
+                    created_at: now,
+                })
+                .await
+                .map_err(internal)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -112,6 +112,7 @@ impl KeyShare {
             package,
             party,
         )
+        .map(|child| child.with_exportable(self.exportable()))
         .map_err(MpcError::Internal)
     }
 

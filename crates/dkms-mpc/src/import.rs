@@ -83,8 +83,16 @@ impl SecretScalar {
         self.public_key
     }
 
+    /// The key as a SEC1 `EC PRIVATE KEY` PEM (named curve secp256k1, with the public
+    /// key), as OpenSSL reads and writes it.
+    pub fn to_sec1_pem(&self) -> Result<Zeroizing<String>, ImportError> {
+        k256::SecretKey::from(self.scalar)
+            .to_sec1_pem(pkcs8::LineEnding::LF)
+            .map_err(|e| ImportError::Malformed(format!("encoding the key: {e}")))
+    }
+
     /// `None` for zero or a value ≥ n.
-    fn from_be_bytes(bytes: &Zeroizing<[u8; 32]>) -> Option<Self> {
+    pub(crate) fn from_be_bytes(bytes: &Zeroizing<[u8; 32]>) -> Option<Self> {
         let mut repr = k256::FieldBytes::from(**bytes);
         let scalar: Option<k256::NonZeroScalar> = k256::NonZeroScalar::from_repr(repr).into();
         repr.as_mut_slice().zeroize();
@@ -854,17 +862,33 @@ pub fn seal_share(share: &KeyShare) -> Result<Vec<u8>, MpcError> {
         .checked_sub(1)
         .and_then(|i| share.participants().get(i))
         .ok_or_else(|| MpcError::Internal("share's own participant entry missing".into()))?;
-    let recipient = PublicKey::from_bytes(&me.encryption_key)
-        .map_err(|e| MpcError::Crypto(format!("recipient key of {}: {e}", me.tag)))?;
     let plaintext = share.to_bytes();
     if plaintext.is_empty() {
         return Err(MpcError::Internal("share did not encode".into()));
     }
+    seal_base(
+        &me.encryption_key,
+        &share_info(&share.key_id(), &me.tag),
+        &plaintext,
+    )
+}
+
+/// HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305:
+/// the one construction every share transport of this crate uses (import, export, backup,
+/// restore), each with its own domain-separated `info`. Output: encapsulated key (32
+/// bytes) ‖ ciphertext ‖ tag (16 bytes).
+pub(crate) fn seal_base(
+    recipient: &[u8; 32],
+    info: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, MpcError> {
+    let recipient = PublicKey::from_bytes(recipient)
+        .map_err(|e| MpcError::Crypto(format!("recipient key: {e}")))?;
     let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
         &OpModeS::Base,
         &recipient,
-        &share_info(&share.key_id(), &me.tag),
-        &plaintext,
+        info,
+        plaintext,
         &[],
     )
     .map_err(|e| MpcError::Crypto(format!("seal: {e}")))?;
@@ -874,34 +898,42 @@ pub fn seal_share(share: &KeyShare) -> Result<Vec<u8>, MpcError> {
     Ok(out)
 }
 
-/// Opens a share made by [`seal_share`] on node `my_tag` and validates it: the checks of
-/// [`KeyShare::from_bytes`], the key id is `key_id`, and the share's participant at its
-/// own index is `my_tag` with `me`'s public key.
-pub fn open_share(
+/// Opens what [`seal_base`] sealed to `me` under `info`. `what` names the blob in errors.
+pub(crate) fn open_base(
     me: &EncryptionKeypair,
-    my_tag: &NodeTag,
-    key_id: &uuid::Uuid,
+    info: &[u8],
     sealed: &[u8],
-) -> Result<KeyShare, MpcError> {
+    what: &str,
+) -> Result<Zeroizing<Vec<u8>>, MpcError> {
     if sealed.len() < ENCAPPED_KEY_LEN + TAG_LEN {
         return Err(MpcError::Crypto(format!(
-            "sealed share of {} bytes is too short",
+            "{what} of {} bytes is too short",
             sealed.len()
         )));
     }
     let (encapped, ciphertext) = sealed.split_at(ENCAPPED_KEY_LEN);
     let encapped = EncappedKey::from_bytes(encapped)
         .map_err(|e| MpcError::Crypto(format!("encapsulated key: {e}")))?;
-    let plaintext = hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
+    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
         &OpModeR::Base,
         me.private(),
         &encapped,
-        &share_info(key_id, my_tag),
+        info,
         ciphertext,
         &[],
     )
     .map(Zeroizing::new)
-    .map_err(|_| MpcError::Crypto("sealed share did not open".into()))?;
+    .map_err(|_| MpcError::Crypto(format!("{what} did not open")))
+}
+
+/// Opens a sealed share of `key_id` for this node and checks that it is this node's.
+pub fn open_share(
+    me: &EncryptionKeypair,
+    my_tag: &NodeTag,
+    key_id: &uuid::Uuid,
+    sealed: &[u8],
+) -> Result<KeyShare, MpcError> {
+    let plaintext = open_base(me, &share_info(key_id, my_tag), sealed, "sealed share")?;
     let share = KeyShare::from_bytes(&plaintext)?;
     if share.key_id() != *key_id {
         return Err(MpcError::Corrupt(format!(

@@ -13,6 +13,7 @@ pub mod derive;
 pub mod ecdsa;
 pub mod envelope;
 mod error;
+pub mod export;
 pub mod import;
 mod keygen;
 pub mod local;
@@ -27,7 +28,7 @@ pub use error::{MpcError, PartyIndex};
 pub use keygen::{KeygenConfig, keygen};
 pub use refresh::{RefreshConfig, refresh};
 pub use repair::{RepairConfig, RepairPublic, repair_helper, repair_recipient};
-pub use share::{KeyShare, SHARE_FORMAT_V1, ShareParticipant};
+pub use share::{KeyShare, SHARE_FORMAT_V1, SHARE_FORMAT_V2, ShareParticipant};
 pub use sign::{SignConfig, sign};
 
 use std::fmt;

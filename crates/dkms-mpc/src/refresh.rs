@@ -470,7 +470,8 @@ impl RefreshSession {
             package,
             party,
         )
-        .map_err(MpcError::Internal)?;
+        .map_err(MpcError::Internal)?
+        .with_exportable(old.exportable());
         drop(old);
 
         // The transcript: every broadcast value of every party, in party order.

@@ -69,6 +69,9 @@ pub struct RepairPublic {
     pub participants: Vec<ShareParticipant>,
     /// SEC1 compressed public key of the key.
     pub public_key: [u8; 33],
+    /// Whether the key is exportable, as fixed at its creation: the helpers check it
+    /// against their own shares, so the rebuilt share carries the key's real bit.
+    pub exportable: bool,
 }
 
 /// Starts a helper's part of a repair. Ends with [`SessionOutput::Repaired`] once the
@@ -498,7 +501,8 @@ impl RecipientSession {
             package,
             party,
         )
-        .map_err(MpcError::Internal)?;
+        .map_err(MpcError::Internal)?
+        .with_exportable(self.public.exportable);
         let payload = encode_secret(&[], &Confirm { confirmation })?;
         let outgoing = self
             .inbox

@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 
 /// Version byte that starts every stored share. Readers keep accepting every older version.
 pub const SHARE_FORMAT_V1: u8 = 1;
+/// Version 2: version 1 plus the `exportable` bit fixed when the key was created. A
+/// version 1 share reads as not exportable.
+pub const SHARE_FORMAT_V2: u8 = 2;
 
 /// A member of a key: its node tag and the X25519 key its envelopes are sealed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,13 +33,17 @@ pub struct KeyShare {
     my_index: PartyIndex,
     participants: Vec<ShareParticipant>,
     public_key: [u8; 33],
+    /// Whether the key may leave the nodes whole (break-glass export). Set once, when the
+    /// key is created on this node; refresh, repair and derivation carry it over.
+    exportable: bool,
     pub(crate) package: PublicKeyPackage<Secp256k1>,
     pub(crate) party: Party<Secp256k1>,
 }
 
-/// Version 1 as written. Fixed field order; postcard encoding. Never change: add a V2.
+/// Version 2 as written: version 1's fields in the same order, then `exportable`.
+/// Postcard encoding. Never change: add a V3.
 #[derive(Serialize)]
-struct StoredV1Ref<'a> {
+struct StoredV2Ref<'a> {
     key_id: [u8; 16],
     threshold: u8,
     my_index: u8,
@@ -44,8 +51,22 @@ struct StoredV1Ref<'a> {
     public_key: Vec<u8>,
     package: &'a PublicKeyPackage<Secp256k1>,
     party: &'a Party<Secp256k1>,
+    exportable: bool,
 }
 
+#[derive(Deserialize)]
+struct StoredV2 {
+    key_id: [u8; 16],
+    threshold: u8,
+    my_index: u8,
+    participants: Vec<StoredParticipant>,
+    public_key: Vec<u8>,
+    package: PublicKeyPackage<Secp256k1>,
+    party: Party<Secp256k1>,
+    exportable: bool,
+}
+
+/// Version 1, read only.
 #[derive(Deserialize)]
 struct StoredV1 {
     key_id: [u8; 16],
@@ -126,11 +147,24 @@ impl KeyShare {
             my_index,
             participants,
             public_key,
+            exportable: false,
             package,
             party,
         };
         share.validate()?;
         Ok(share)
+    }
+
+    /// Whether the key may be exported whole (fixed at creation; see [`KeyShare::with_exportable`]).
+    pub fn exportable(&self) -> bool {
+        self.exportable
+    }
+
+    /// Marks a share just created (keygen, import split) as exportable or not. Shares
+    /// made from an existing share (refresh, repair, derivation) inherit the bit instead.
+    pub fn with_exportable(mut self, exportable: bool) -> Self {
+        self.exportable = exportable;
+        self
     }
 
     pub fn key_id(&self) -> uuid::Uuid {
@@ -190,6 +224,12 @@ impl KeyShare {
         self.package.verifying_share(idx).map(compress)
     }
 
+    /// The secret scalar share (big endian), for the break-glass export and backup paths
+    /// in [`crate::export`], which seal it at once.
+    pub(crate) fn secret_scalar(&self) -> Zeroizing<[u8; 32]> {
+        self.secret_scalar_for_leak_tests()
+    }
+
     /// The secret scalar share, for leak-scanning tests only: a test searches logs and
     /// databases for these bytes. Never call this from production code.
     #[doc(hidden)]
@@ -200,9 +240,9 @@ impl KeyShare {
         out
     }
 
-    /// The stored form: [`SHARE_FORMAT_V1`] then postcard. Contains the secret share.
+    /// The stored form: [`SHARE_FORMAT_V2`] then postcard. Contains the secret share.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let stored = StoredV1Ref {
+        let stored = StoredV2Ref {
             key_id: *self.key_id.as_bytes(),
             threshold: self.threshold,
             my_index: self.my_index,
@@ -217,10 +257,11 @@ impl KeyShare {
             public_key: self.public_key.to_vec(),
             package: &self.package,
             party: &self.party,
+            exportable: self.exportable,
         };
         // Serializing plain structs into a buffer of the computed size cannot fail; if it
         // ever did, an empty result fails loudly in from_bytes rather than storing garbage.
-        encode_secret(&[SHARE_FORMAT_V1], &stored).unwrap_or_default()
+        encode_secret(&[SHARE_FORMAT_V2], &stored).unwrap_or_default()
     }
 
     /// Reads a stored share and refuses it unless every part agrees: version, parameters,
@@ -230,42 +271,57 @@ impl KeyShare {
         let (&version, body) = bytes
             .split_first()
             .ok_or_else(|| MpcError::Corrupt("empty".into()))?;
-        match version {
+        let stored = match version {
             SHARE_FORMAT_V1 => {
-                let stored: StoredV1 = decode(body).map_err(MpcError::Corrupt)?;
-                let mut participants = Vec::with_capacity(stored.participants.len());
-                for p in &stored.participants {
-                    let tag = p.tag.parse::<NodeTag>().map_err(|e| {
-                        MpcError::Corrupt(format!("participant tag {:?}: {e}", p.tag))
-                    })?;
-                    participants.push(ShareParticipant {
-                        tag,
-                        encryption_key: p.encryption_key,
-                    });
+                let v1: StoredV1 = decode(body).map_err(MpcError::Corrupt)?;
+                StoredV2 {
+                    key_id: v1.key_id,
+                    threshold: v1.threshold,
+                    my_index: v1.my_index,
+                    participants: v1.participants,
+                    public_key: v1.public_key,
+                    package: v1.package,
+                    party: v1.party,
+                    // Keys stored before the bit existed were never marked exportable.
+                    exportable: false,
                 }
-                let public_key: [u8; 33] =
-                    stored.public_key.as_slice().try_into().map_err(|_| {
-                        MpcError::Corrupt(format!(
-                            "public key of {} bytes, expected 33",
-                            stored.public_key.len()
-                        ))
-                    })?;
-                let share = KeyShare {
-                    key_id: uuid::Uuid::from_bytes(stored.key_id),
-                    threshold: stored.threshold,
-                    my_index: stored.my_index,
-                    participants,
-                    public_key,
-                    package: stored.package,
-                    party: stored.party,
-                };
-                share.validate().map_err(MpcError::Corrupt)?;
-                Ok(share)
             }
-            other => Err(MpcError::Corrupt(format!(
-                "unknown share format version {other}"
-            ))),
+            SHARE_FORMAT_V2 => decode(body).map_err(MpcError::Corrupt)?,
+            other => {
+                return Err(MpcError::Corrupt(format!(
+                    "unknown share format version {other}"
+                )));
+            }
+        };
+        let mut participants = Vec::with_capacity(stored.participants.len());
+        for p in &stored.participants {
+            let tag = p
+                .tag
+                .parse::<NodeTag>()
+                .map_err(|e| MpcError::Corrupt(format!("participant tag {:?}: {e}", p.tag)))?;
+            participants.push(ShareParticipant {
+                tag,
+                encryption_key: p.encryption_key,
+            });
         }
+        let public_key: [u8; 33] = stored.public_key.as_slice().try_into().map_err(|_| {
+            MpcError::Corrupt(format!(
+                "public key of {} bytes, expected 33",
+                stored.public_key.len()
+            ))
+        })?;
+        let share = KeyShare {
+            key_id: uuid::Uuid::from_bytes(stored.key_id),
+            threshold: stored.threshold,
+            my_index: stored.my_index,
+            participants,
+            public_key,
+            exportable: stored.exportable,
+            package: stored.package,
+            party: stored.party,
+        };
+        share.validate().map_err(MpcError::Corrupt)?;
+        Ok(share)
     }
 
     fn validate(&self) -> Result<(), String> {

@@ -238,16 +238,20 @@ fn three_of_five_keygen_and_sign() {
 fn stored_share_round_trips_and_refuses_damage() {
     let shares = cached_shares(2, 2);
     let bytes = shares[0].to_bytes();
-    assert_eq!(bytes[0], dkms_mpc::SHARE_FORMAT_V1);
+    assert_eq!(bytes[0], dkms_mpc::SHARE_FORMAT_V2);
     let back = KeyShare::from_bytes(&bytes).unwrap();
     assert_eq!(back.to_bytes().as_slice(), bytes.as_slice());
     assert_eq!(back.public_key(), shares[0].public_key());
 
     let corrupt = |b: &[u8]| matches!(KeyShare::from_bytes(b), Err(MpcError::Corrupt(_)));
     assert!(corrupt(&[]));
-    let mut v2 = bytes.to_vec();
-    v2[0] = 2;
-    assert!(corrupt(&v2));
+    let mut v3 = bytes.to_vec();
+    v3[0] = 3;
+    assert!(corrupt(&v3), "an unknown version");
+    // A version 2 body is not a version 1 share (the exportable byte is left over).
+    let mut as_v1 = bytes.to_vec();
+    as_v1[0] = dkms_mpc::SHARE_FORMAT_V1;
+    assert!(corrupt(&as_v1));
     assert!(corrupt(&bytes[..bytes.len() - 1]));
     let mut trailing = bytes.to_vec();
     trailing.push(0);
@@ -516,6 +520,46 @@ fn write_share_fixtures() {
     .unwrap();
 }
 
+/// Writes the version 2 fixtures (an exportable key). Run by hand once, as above.
+#[test]
+#[ignore]
+fn write_share_fixtures_v2() {
+    let shares = run_keygen(2, 2);
+    for s in shares {
+        let index = s.my_index();
+        let s = s.with_exportable(true);
+        let path = format!("{FIXTURE_DIR}/share-v2-2of2-p{index}.bin");
+        assert!(!std::path::Path::new(&path).exists(), "{path} exists");
+        std::fs::write(&path, s.to_bytes().as_slice()).unwrap();
+        if index == 1 {
+            std::fs::write(
+                format!("{FIXTURE_DIR}/share-v2-2of2-p1.txt"),
+                format!("{}\n", hex::encode(s.public_key())),
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Shares stored by format version 2 keep their exportable bit and sign.
+#[test]
+fn share_fixture_v2_still_reads_and_signs() {
+    let read = |p: u8| std::fs::read(format!("{FIXTURE_DIR}/share-v2-2of2-p{p}.bin")).unwrap();
+    let expected_pk =
+        std::fs::read_to_string(format!("{FIXTURE_DIR}/share-v2-2of2-p1.txt")).unwrap();
+    let b1 = read(1);
+    assert_eq!(b1[0], dkms_mpc::SHARE_FORMAT_V2);
+    let p1 = KeyShare::from_bytes(&b1).unwrap();
+    assert_eq!(hex::encode(p1.public_key()), expected_pk.trim());
+    assert!(p1.exportable());
+    let p2 = KeyShare::from_bytes(&read(2)).unwrap();
+    assert!(p2.exportable());
+    let pk = p1.public_key();
+    let digest = [0x44; 32];
+    let sig = run_sign(vec![p1, p2], &[1, 2], digest);
+    check_signature(&pk, &digest, &sig);
+}
+
 /// Shares stored by format version 1 stay readable and usable.
 #[test]
 fn share_fixture_v1_still_reads_and_signs() {
@@ -524,6 +568,10 @@ fn share_fixture_v1_still_reads_and_signs() {
         std::fs::read_to_string(format!("{FIXTURE_DIR}/share-v1-2of2-p1.txt")).unwrap();
     let p1 = KeyShare::from_bytes(&read(1)).unwrap();
     assert_eq!(hex::encode(p1.public_key()), expected_pk.trim());
+    assert!(
+        !p1.exportable(),
+        "shares from before the bit are not exportable"
+    );
     assert_eq!((p1.my_index(), p1.threshold()), (1, 2));
     assert_eq!(p1.participants(), participants(2).as_slice());
     let p2 = KeyShare::from_bytes(&read(2)).unwrap();

@@ -20,6 +20,7 @@ fn public_of_key(share: &KeyShare) -> RepairPublic {
         threshold: share.threshold(),
         participants: share.participants().to_vec(),
         public_key: share.public_key(),
+        exportable: share.exportable(),
     }
 }
 
@@ -253,4 +254,27 @@ fn wrong_terms_and_confirmations_are_caught() {
     })
     .expect_err("must stall");
     assert!(err.to_string().contains("stalled"), "{err}");
+}
+
+/// The exportable bit fixed at creation is carried by a repair (from the announced public
+/// data, which the helpers check), a refresh and a derivation.
+#[test]
+fn the_exportable_bit_survives_repair_refresh_and_derivation() {
+    let mut shares: Vec<KeyShare> = run_keygen(2, 3)
+        .into_iter()
+        .map(|s| s.with_exportable(true))
+        .collect();
+    let public = public_of_key(&shares[0]);
+    assert!(public.exportable);
+    drop(shares.pop());
+    let repaired = run_repair(copies(&shares), public, 3);
+    assert!(repaired.exportable());
+    shares.push(repaired);
+    let refreshed = run_refresh(shares, 1);
+    assert!(refreshed.iter().all(KeyShare::exportable));
+    assert!(refreshed[0].derive(&[7]).unwrap().exportable());
+    assert!(
+        !run_keygen(2, 2)[0].exportable(),
+        "not exportable by default"
+    );
 }

@@ -381,6 +381,8 @@ impl Failure {
 enum Disposition {
     /// A new key: stored once.
     Store,
+    /// A generated key: marked exportable or not, as the key was asked for, then stored once.
+    New { exportable: bool },
     /// A refresh: staged as this generation until the gateway commits it.
     Stage(u32),
     /// A repair's hollow share: live at this generation, replacing only another hollow one.
@@ -479,7 +481,8 @@ async fn drive_session(
         Operation::Keygen {
             threshold,
             participants,
-        } => prepare_keygen(ctx, &start, *threshold, participants).await?,
+            exportable,
+        } => prepare_keygen(ctx, &start, *threshold, participants, *exportable).await?,
         Operation::Sign {
             signers,
             digest,
@@ -497,6 +500,7 @@ async fn drive_session(
             participants,
             replacement,
             helpers,
+            exportable,
         } => {
             let params = RepairParams {
                 generation: *generation,
@@ -505,6 +509,7 @@ async fn drive_session(
                 participants,
                 replacement,
                 helpers,
+                exportable: *exportable,
             };
             prepare_repair(ctx, &start, &params).await?
         }
@@ -522,7 +527,44 @@ async fn drive_session(
             threshold,
             participants,
             sealed_share,
-        } => return import_share(ctx, &start, *threshold, participants, sealed_share).await,
+            exportable,
+        } => {
+            return import_share(
+                ctx,
+                &start,
+                *threshold,
+                participants,
+                sealed_share,
+                *exportable,
+            )
+            .await;
+        }
+        Operation::Export {
+            generation,
+            recipient,
+        } => return seal_out(ctx, key_id, *generation, Outward::Export(*recipient)).await,
+        Operation::Backup {
+            generation,
+            custodian,
+        } => return seal_out(ctx, key_id, *generation, Outward::Backup(*custodian)).await,
+        Operation::Restore {
+            generation,
+            threshold,
+            public_key,
+            participants,
+            replacement,
+            sealed_share,
+        } => {
+            let params = RestoreParams {
+                generation: *generation,
+                threshold: *threshold,
+                public_key,
+                participants,
+                replacement,
+                sealed: sealed_share,
+            };
+            return restore_share(ctx, key_id, &params).await;
+        }
         Operation::Delete => {
             let store = ctx.store.clone();
             let existed = blocking(move || store.delete_share(&key_id))
@@ -601,6 +643,10 @@ async fn drive_session(
                     }
                     (Disposition::Repaired(generation), SessionOutput::Key(share)) => {
                         store_repaired(ctx, key_id, generation, share).await
+                    }
+                    (Disposition::New { exportable }, SessionOutput::Key(share)) => {
+                        let share = share.with_exportable(exportable);
+                        finish(ctx, key_id, SessionOutput::Key(share)).await
                     }
                     (_, output) => finish(ctx, key_id, output).await,
                 };
@@ -770,6 +816,7 @@ async fn prepare_keygen(
     start: &SessionStart,
     threshold: u8,
     participants: &[node::Peer],
+    exportable: bool,
 ) -> Result<(Roster, Box<dyn Session>), Failure> {
     let (me, tags) = check_new_key(ctx, start, threshold, participants).await?;
     let session_id = session_id(
@@ -796,7 +843,7 @@ async fn prepare_keygen(
     let roster = Roster {
         store: ctx.store.clone(),
         fault: Fault::None,
-        disposition: Disposition::Store,
+        disposition: Disposition::New { exportable },
         repair_help: None,
         me: my_index,
         session_id,
@@ -1010,6 +1057,7 @@ struct RepairParams<'a> {
     participants: &'a [node::Peer],
     replacement: &'a node::Replacement,
     helpers: &'a [NodeTag],
+    exportable: bool,
 }
 
 /// A repair: this node is either a helper (it holds a share of the key) or the recipient
@@ -1120,6 +1168,7 @@ async fn prepare_repair(
                 threshold: p.threshold,
                 participants: after.clone(),
                 public_key,
+                exportable: p.exportable,
             },
             cfg,
             lost,
@@ -1154,6 +1203,11 @@ async fn prepare_repair(
     if !agrees || share.threshold() != p.threshold || share.public_key() != public_key {
         return Err(Failure::bad(
             "the key's members, threshold or public key differ from this node's share",
+        ));
+    }
+    if share.exportable() != p.exportable {
+        return Err(Failure::bad(
+            "the repair announces another exportable bit than this node's share holds",
         ));
     }
     let me = share.my_index();
@@ -1258,6 +1312,7 @@ async fn import_share(
     threshold: u8,
     participants: &[node::Peer],
     sealed: &[u8],
+    exportable: bool,
 ) -> Result<Outcome, Failure> {
     check_new_key(ctx, start, threshold, participants).await?;
     let ctx2 = ctx.clone();
@@ -1281,7 +1336,136 @@ async fn import_share(
             "the sealed share was made for other parameters than the ones announced",
         ));
     }
+    if share.exportable() != exportable {
+        return Err(Failure::bad(
+            "the sealed share's exportable bit differs from the one announced",
+        ));
+    }
     finish(ctx, key_id, SessionOutput::Key(share)).await
+}
+
+/// Where a share sealed for outside the nodes goes.
+enum Outward {
+    /// A client's X25519 key, for a break-glass export.
+    Export([u8; 32]),
+    /// A custodian's X25519 key, for a backup.
+    Backup([u8; 32]),
+}
+
+/// Seals this node's share of the committed `generation` for an export or a backup. An
+/// export of a key not created exportable is refused here, whatever the gateway decided.
+async fn seal_out(
+    ctx: &Arc<NodeContext>,
+    key_id: uuid::Uuid,
+    generation: u32,
+    to: Outward,
+) -> Result<Outcome, Failure> {
+    let store = ctx.store.clone();
+    blocking(move || ensure_generation(&store, &key_id, generation)).await??;
+    let share = load_share(ctx, key_id).await?;
+    if share.key_id() != key_id {
+        return Err(Failure::internal("stored share belongs to another key"));
+    }
+    let sealed = blocking(move || match to {
+        Outward::Export(recipient) => dkms_mpc::export::seal_export(&share, generation, &recipient),
+        Outward::Backup(custodian) => dkms_mpc::export::seal_backup(&share, generation, &custodian),
+    })
+    .await?
+    .map_err(|e| match e {
+        MpcError::BadParameters(m) => Failure::bad(m),
+        other => Failure::internal(other.to_string()),
+    })?;
+    info!(generation, "share sealed for an export or backup");
+    Ok(Outcome::Sealed { sealed })
+}
+
+/// The parameters of a restore as the gateway sent them.
+struct RestoreParams<'a> {
+    generation: u32,
+    threshold: u8,
+    public_key: &'a [u8],
+    participants: &'a [node::Peer],
+    replacement: &'a node::Replacement,
+    sealed: &'a [u8],
+}
+
+/// Stores a share a custodian re-sealed to this node, in the lost member's place, as a
+/// recovery's repair would: live at `generation`, and refreshed (with this node in every
+/// member's share) by the refresh that follows.
+async fn restore_share(
+    ctx: &Arc<NodeContext>,
+    key_id: uuid::Uuid,
+    p: &RestoreParams<'_>,
+) -> Result<Outcome, Failure> {
+    let me = &p.replacement.member;
+    if me.tag != ctx.tag || me.encryption_key != ctx.enc.public_key() {
+        return Err(Failure::bad(
+            "the restore names another node or encryption key than this node's",
+        ));
+    }
+    let after: Vec<ShareParticipant> = p
+        .participants
+        .iter()
+        .map(|m| ShareParticipant {
+            tag: m.tag.clone(),
+            encryption_key: m.encryption_key,
+        })
+        .collect();
+    let position = after
+        .iter()
+        .position(|m| m.tag == me.tag && m.encryption_key == me.encryption_key)
+        .ok_or_else(|| Failure::bad("this node is not among the members after the restore"))?;
+    let public_key: [u8; 33] = p
+        .public_key
+        .try_into()
+        .map_err(|_| Failure::bad("the key's public key is not 33 bytes"))?;
+    let store = ctx.store.clone();
+    let held = blocking(move || store.get_share(&key_id))
+        .await?
+        .map_err(|e| Failure::internal(e.to_string()))?;
+    if let Some(bytes) = held
+        && KeyShare::from_bytes(&bytes).is_ok_and(|s| !s.needs_refresh())
+    {
+        return Err(Failure::bad(format!(
+            "this node holds a usable share of key {key_id}; it has nothing to restore"
+        )));
+    }
+    let (ctx2, lost, generation, sealed) = (
+        ctx.clone(),
+        p.replacement.lost.clone(),
+        p.generation,
+        p.sealed.to_vec(),
+    );
+    let mut share = blocking(move || {
+        dkms_mpc::export::open_restore(&ctx2.enc, &key_id, &lost, generation, &sealed)
+    })
+    .await?
+    .map_err(|e| {
+        Failure::bad(format!(
+            "the restore blob does not open for this node, member and generation, or holds no valid share: {e}"
+        ))
+    })?;
+    let index = share.my_index();
+    let agrees = share.threshold() == p.threshold
+        && share.public_key() == public_key
+        && usize::from(index) == position + 1
+        && share.participants().len() == after.len()
+        && share
+            .participants()
+            .iter()
+            .zip(&after)
+            .enumerate()
+            .all(|(i, (a, b))| i == position || a == b);
+    if !agrees {
+        return Err(Failure::bad(
+            "the restored share's key, threshold, position or members differ from the key's",
+        ));
+    }
+    share
+        .replace_participant(index, after[position].clone())
+        .map_err(|e| Failure::bad(e.to_string()))?;
+    // From here a restored share is what a repair would have made.
+    store_repaired(ctx, key_id, generation, share).await
 }
 
 /// Keeps a refreshed share staged until the gateway commits its generation.
@@ -1320,10 +1504,10 @@ async fn store_repaired(
         })
     })
     .await?
-    .map_err(|e| Failure::internal(format!("storing the repaired share: {e}")))?;
+    .map_err(|e| Failure::internal(format!("storing the repaired or restored share: {e}")))?;
     info!(
         generation,
-        "repaired share stored; it signs after the recovery's refresh"
+        "repaired or restored share stored; it signs after the recovery's refresh"
     );
     Ok(Outcome::Repaired)
 }
@@ -1379,5 +1563,123 @@ mod tests {
         assert_eq!(f.culprit, Some(cheat));
         assert!(matches!(f.kind, FailureKind::BadParameters));
         assert!(refuse_banned(&store, &[honest]).is_ok());
+    }
+
+    /// An imported share's exportable bit, sealed by the dealer, must be the one the
+    /// gateway announces: a gateway cannot turn an import exportable on its own.
+    #[test]
+    fn an_import_whose_announced_exportable_bit_differs_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SoftwareSealer::from_key_file(&dir.path().join("k")).unwrap());
+        let store = Arc::new(NodeStore::open(&dir.path().join("s.redb"), sealer).unwrap());
+        let ctx = Arc::new(NodeContext::new("node1".parse().unwrap(), store.clone()).unwrap());
+        let other = EncryptionKeypair::from_seed(&[3; 32]);
+        let peers = vec![
+            node::Peer {
+                tag: ctx.tag.clone(),
+                encryption_key: ctx.enc.public_key(),
+            },
+            node::Peer {
+                tag: "node2".parse().unwrap(),
+                encryption_key: other.public_key(),
+            },
+        ];
+        let members: Vec<ShareParticipant> = peers.iter().cloned().map(Into::into).collect();
+        let pem = "-----BEGIN EC PRIVATE KEY-----\nMC4CAQEEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHoAcGBSuBBAAK\n-----END EC PRIVATE KEY-----\n";
+        let secret = dkms_mpc::import::parse_private_key_pem(pem, None).unwrap();
+        let key_id = uuid::Uuid::new_v4();
+        let mut shares = dkms_mpc::import::split(&secret, key_id, 2, members).unwrap();
+        let sealed = dkms_mpc::import::seal_share(&shares.remove(0)).unwrap();
+        let start = SessionStart {
+            session: 1,
+            key_id,
+            scheme: node::Scheme::Dkls23Secp256k1,
+            operation: Operation::Delete,
+            nonce: [0; 32],
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let f = rt
+            .block_on(import_share(&ctx, &start, 2, &peers, &sealed, true))
+            .err()
+            .unwrap();
+        assert_eq!(f.kind, FailureKind::BadParameters);
+        assert!(
+            f.message.contains("exportable bit differs"),
+            "{}",
+            f.message
+        );
+        assert!(
+            store.get_share(&key_id).unwrap().is_none(),
+            "nothing stored"
+        );
+        assert!(matches!(
+            rt.block_on(import_share(&ctx, &start, 2, &peers, &sealed, false)),
+            Ok(Outcome::KeyGenerated { .. })
+        ));
+    }
+
+    /// The node enforces `exportable` itself: whatever the gateway asks, a share of a key
+    /// created non-exportable is not sealed out; an exportable one is, and only the
+    /// recipient opens it.
+    #[test]
+    fn a_node_refuses_to_export_a_non_exportable_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SoftwareSealer::from_key_file(&dir.path().join("k")).unwrap());
+        let store = Arc::new(NodeStore::open(&dir.path().join("s.redb"), sealer).unwrap());
+        let ctx = Arc::new(NodeContext::new("node1".parse().unwrap(), store.clone()).unwrap());
+        let other = EncryptionKeypair::from_seed(&[3; 32]);
+        let members = vec![
+            ShareParticipant {
+                tag: ctx.tag.clone(),
+                encryption_key: ctx.enc.public_key(),
+            },
+            ShareParticipant {
+                tag: "node2".parse().unwrap(),
+                encryption_key: other.public_key(),
+            },
+        ];
+        let pem = "-----BEGIN EC PRIVATE KEY-----\nMC4CAQEEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHoAcGBSuBBAAK\n-----END EC PRIVATE KEY-----\n";
+        let secret = dkms_mpc::import::parse_private_key_pem(pem, None).unwrap();
+        let (_, client) = dkms_mpc::export::new_recipient().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for exportable in [false, true] {
+            let key_id = uuid::Uuid::new_v4();
+            let mut shares = dkms_mpc::import::split(&secret, key_id, 2, members.clone()).unwrap();
+            let mine = shares.remove(0).with_exportable(exportable);
+            store.put_share(&key_id, &mine.to_bytes()).unwrap();
+            let asked = rt.block_on(seal_out(
+                &ctx,
+                key_id,
+                0,
+                Outward::Export(client.public_key()),
+            ));
+            match (exportable, asked) {
+                (false, Err(f)) => {
+                    assert_eq!(f.kind, FailureKind::BadParameters);
+                    assert!(
+                        f.message.contains("not created exportable"),
+                        "{}",
+                        f.message
+                    );
+                }
+                (true, Ok(Outcome::Sealed { sealed })) => {
+                    let opened =
+                        dkms_mpc::export::open_export(&client, &key_id, &ctx.tag, 0, &sealed)
+                            .unwrap();
+                    assert_eq!(opened.index, 1);
+                    assert!(
+                        dkms_mpc::export::open_export(&other, &key_id, &ctx.tag, 0, &sealed)
+                            .is_err()
+                    );
+                }
+                (e, other) => panic!("exportable {e}: unexpected {:?}", other.is_ok()),
+            }
+        }
     }
 }

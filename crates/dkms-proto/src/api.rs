@@ -144,6 +144,10 @@ pub struct KeyGenRequest {
     /// A node group whose members hold the shares, instead of `service_participants`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_group: Option<String>,
+    /// Whether the key may ever be exported whole (`key/export`, break-glass). Fixed at
+    /// creation and held by every node in its share; default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exportable: bool,
 }
 
 /// `POST /api/mappic/dkms/key/import`: as key/gen plus the key as PEM. The gateway
@@ -160,6 +164,9 @@ pub struct KeyImportRequest {
     /// Password of an encrypted PEM.
     #[serde(default)]
     pub password: Option<String>,
+    /// As in key/gen; default false.
+    #[serde(default)]
+    pub exportable: bool,
 }
 
 /// One node's share of a key split by the client, sealed to that node (HPKE).
@@ -185,6 +192,9 @@ pub struct KeyImportSharesRequest {
     /// SEC1 compressed public key of the imported key, hex; every node must confirm it.
     pub public_key_hex: String,
     pub shares: Vec<SealedShare>,
+    /// As in key/gen; must match the bit sealed into every share (the nodes check it).
+    #[serde(default)]
+    pub exportable: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,6 +247,9 @@ pub struct KeyInfo {
     /// The node group the key was made from, if key/gen named one.
     #[serde(default)]
     pub node_group: Option<String>,
+    /// Whether the key may be exported whole (fixed at creation).
+    #[serde(default)]
+    pub exportable: bool,
     pub created_at: String,
 }
 
@@ -266,7 +279,7 @@ pub struct KeyUpdateRequest {
 pub struct TaskInfo {
     pub instance_id: String,
     pub key_id: String,
-    /// `REFRESH` or `RECOVER`.
+    /// `REFRESH`, `RECOVER`, `EXPORT`, `BACKUP` or `RESTORE`.
     pub kind: String,
     pub status: String,
     pub error_code: Option<String>,
@@ -291,6 +304,126 @@ pub struct RecoverKeyRequest {
     /// The node that receives the rebuilt share; the lost one itself if absent.
     #[serde(default)]
     pub new_participant: Option<String>,
+}
+
+/// `POST /api/mappic/dkms/key/export`: break-glass export of an exportable key. Each
+/// member seals its share to `recipient_public_key`; the gateway never sees the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyExportRequest {
+    pub key_id: String,
+    /// The requester's X25519 public key (32 bytes, hex), made for this export only.
+    pub recipient_public_key: String,
+}
+
+/// One member's share, sealed (HPKE) to an export recipient or a custodian; hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSealedShare {
+    pub member: String,
+    pub sealed: String,
+}
+
+/// `GET /api/mappic/dkms/key/export/get?instanceId=...&waitMs=...`: an export task and,
+/// once FINISHED, the members' sealed shares (ciphertext: only the requester opens them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyExportInfo {
+    pub instance_id: String,
+    pub key_id: String,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// Share generation the shares are of (bound into each ciphertext).
+    pub generation: u32,
+    pub threshold: u8,
+    /// SEC1 compressed public key, hex: the combined key must match it.
+    pub public_key_hex: Option<String>,
+    #[serde(default)]
+    pub shares: Vec<MemberSealedShare>,
+}
+
+/// A custodian of a backup group: a name and an X25519 public key (32 bytes, hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Custodian {
+    pub name: String,
+    pub public_key: String,
+}
+
+/// `POST /api/mappic/dkms/backupGroup/create`: custodians in share order (the custodian at
+/// position i holds the backup of the key's member at position i).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupGroupRequest {
+    pub name: String,
+    pub custodians: Vec<Custodian>,
+}
+
+/// A backup group as `backupGroup/get` and `backupGroup/list` show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupGroupInfo {
+    pub name: String,
+    pub custodians: Vec<Custodian>,
+    pub created_at: String,
+}
+
+/// Body of `backupGroup/delete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupGroupName {
+    pub name: String,
+}
+
+/// `POST /api/mappic/dkms/key/backup`: every member seals its share to the custodian at
+/// its position in `backup_group`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyBackupRequest {
+    pub key_id: String,
+    pub backup_group: String,
+}
+
+/// One member's backed-up share: sealed to `custodian` (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupShare {
+    pub member: String,
+    pub custodian: String,
+    pub sealed: String,
+}
+
+/// `GET /api/mappic/dkms/key/backup/get?keyId=...&backupGroup=...`: the latest backup of a
+/// key to a group (what `dkms backup fetch` saves as the bundle).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyBackupInfo {
+    pub key_id: String,
+    pub backup_group: String,
+    /// Share generation of the backup; a restore needs the key still at it.
+    pub generation: u32,
+    pub threshold: u8,
+    pub public_key_hex: Option<String>,
+    pub shares: Vec<BackupShare>,
+    pub created_at: String,
+}
+
+/// `POST /api/mappic/dkms/key/restore`: deliver a share a custodian re-sealed to a node
+/// (`dkms backup restore`) in place of `lost_participant`, then refresh every share with
+/// that node as a member (as `key/recover` does after its repair).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRestoreRequest {
+    pub key_id: String,
+    pub lost_participant: String,
+    /// The node the blob was sealed to; the lost one itself (rejoined) if absent.
+    #[serde(default)]
+    pub new_participant: Option<String>,
+    /// The generation the blob is of.
+    pub generation: u32,
+    /// The re-sealed share, hex.
+    pub sealed: String,
 }
 
 /// `POST /api/mappic/dkms/key/scheduleDeletion`

@@ -8,7 +8,7 @@ use crate::domain::NodeTag;
 use serde::{Deserialize, Serialize};
 
 /// Version of the link protocol; a node and a gateway of different versions refuse each other.
-pub const LINK_VERSION: u16 = 2;
+pub const LINK_VERSION: u16 = 3;
 
 /// Largest frame either side accepts (DKG rounds carry OT setup of a few hundred KB).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -55,6 +55,9 @@ pub enum Operation {
     Keygen {
         threshold: u8,
         participants: Vec<Peer>,
+        /// Whether the key may ever be exported whole; stored in every share, fixed for
+        /// the key's life.
+        exportable: bool,
     },
     /// Signing of `digest` by exactly `threshold` of the key's participants, with the
     /// shares of `generation` (0 at creation, +1 per committed refresh).
@@ -85,6 +88,9 @@ pub enum Operation {
         participants: Vec<Peer>,
         replacement: Replacement,
         helpers: Vec<NodeTag>,
+        /// The key's exportable bit: helpers refuse a repair that announces another one
+        /// than their shares hold, so the rebuilt share carries the real bit.
+        exportable: bool,
     },
     /// The gateway committed `generation`: make the staged share the live one.
     Promote { generation: u32 },
@@ -94,9 +100,36 @@ pub enum Operation {
         threshold: u8,
         participants: Vec<Peer>,
         sealed_share: Vec<u8>,
+        /// Must equal the bit the dealer sealed into the share.
+        exportable: bool,
     },
     /// Destroying this node's share of a key whose scheduled deletion is due.
     Delete,
+    /// Break-glass export: seal this node's scalar share of `generation` to the client's
+    /// X25519 key `recipient`. A node refuses unless its share was created exportable.
+    Export {
+        generation: u32,
+        recipient: [u8; 32],
+    },
+    /// Backup: seal this node's whole share of `generation` to its custodian's X25519 key.
+    Backup {
+        generation: u32,
+        custodian: [u8; 32],
+    },
+    /// Restore, in place of a recovery's repair: store the share a custodian re-sealed to
+    /// this node (`replacement.member`) for the place of `replacement.lost`. The share
+    /// must be of `generation` and list the same key as announced; the refresh that follows
+    /// (with the same replacement) makes every share list this node.
+    Restore {
+        generation: u32,
+        threshold: u8,
+        /// SEC1 compressed public key of the key.
+        public_key: Vec<u8>,
+        /// The members in order after the restore: this node in the lost member's place.
+        participants: Vec<Peer>,
+        replacement: Replacement,
+        sealed_share: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +216,8 @@ pub enum Outcome {
     Promoted { generation: u32 },
     /// A repair ended: the recipient holds a share to be refreshed, a helper has given its term.
     Repaired,
+    /// An export or backup: this node's share, sealed to the recipient the operation named.
+    Sealed { sealed: Vec<u8> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

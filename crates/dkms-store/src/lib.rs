@@ -15,12 +15,14 @@ pub use dkms_proto::TaskStatus;
 
 mod approvals;
 mod audit;
+mod backup;
 mod identity;
 mod leases;
 mod policies;
 mod quota;
 pub mod testdb;
 
+pub use backup::{BackupGroupRow, KeyBackupRow};
 pub use identity::{SessionRow, UserRow, UserUpdate};
 pub use leases::{GatewayRow, Orphans};
 pub use policies::PolicyRow;
@@ -177,6 +179,9 @@ pub struct KeyRow {
     pub node_group: Option<String>,
     /// The principal that asked for the key; empty for keys made before it was recorded.
     pub created_by: String,
+    /// Whether the key may be exported whole (break-glass); fixed at creation, false for
+    /// keys made before it was recorded. The nodes hold and enforce the same bit.
+    pub exportable: bool,
     pub created_at: i64,
 }
 
@@ -903,8 +908,8 @@ impl Store {
         self.q(
             "INSERT INTO mpc_keys (key_id, key_type, scheme, threshold, total_shares, participants, status, \
              public_key, address, error_code, error_message, origin, state, description, deletion_at, \
-             node_group, created_by, created_at, updated_at, gateway_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             node_group, created_by, exportable, created_at, updated_at, gateway_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(k.key_id.clone())
         .bind(k.key_type.clone())
@@ -923,6 +928,7 @@ impl Store {
         .bind(k.deletion_at)
         .bind(k.node_group.clone())
         .bind(k.created_by.clone())
+        .bind(i64::from(k.exportable))
         .bind(k.created_at)
         .bind(k.created_at)
         .bind(self.gateway_id.to_string())
@@ -1354,6 +1360,7 @@ fn key_row(r: &AnyRow) -> Result<KeyRow> {
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         node_group: r.try_get("node_group")?,
         created_by: r.try_get("created_by")?,
+        exportable: r.try_get::<i64, _>("exportable")? != 0,
         created_at: r.try_get("created_at")?,
     })
 }

@@ -860,6 +860,79 @@ async fn node_groups_and_regions(s: &Store) {
     }
 }
 
+async fn exportable_keys_backups_and_task_results(s: &Store) {
+    use dkms_store::{BackupGroupRow, KeyBackupRow};
+    let mut k = key("exp1");
+    k.exportable = true;
+    k.status = TaskStatus::Finished;
+    s.insert_key(&k).await.unwrap();
+    s.insert_key(&key("exp2")).await.unwrap();
+    assert!(s.get_key("exp1").await.unwrap().unwrap().exportable);
+    assert!(!s.get_key("exp2").await.unwrap().unwrap().exportable);
+
+    // A task's public result, absent until set.
+    let task = KeyTaskRow {
+        instance_id: "x1".into(),
+        key_id: "exp1".into(),
+        kind: "EXPORT".into(),
+        status: TaskStatus::Init,
+        error_code: None,
+        error_message: None,
+        created_at: 3,
+    };
+    assert!(s.begin_refresh(&task, 3).await.unwrap());
+    assert_eq!(s.get_key_task_result("x1").await.unwrap(), None);
+    let big = format!("{{\"shares\":\"{}\"}}", "ab".repeat(100_000));
+    s.set_key_task_result("x1", &big).await.unwrap();
+    s.end_key_task("x1", None, 4).await.unwrap();
+    assert_eq!(s.get_key_task_result("x1").await.unwrap(), Some(big));
+    assert_eq!(s.get_key_task_result("nope").await.unwrap(), None);
+
+    // Backup groups: unique names, listed by name, not deletable while a backup uses them.
+    let group = |name: &str| BackupGroupRow {
+        name: name.into(),
+        custodians: "[]".into(),
+        created_at: 5,
+    };
+    s.insert_backup_group(&group("vault-b")).await.unwrap();
+    s.insert_backup_group(&group("vault-a")).await.unwrap();
+    assert!(matches!(
+        s.insert_backup_group(&group("vault-a")).await,
+        Err(StoreError::Conflict)
+    ));
+    let names: Vec<String> = s
+        .list_backup_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(names, ["vault-a", "vault-b"]);
+    let backup = |generation: u32| KeyBackupRow {
+        key_id: "exp1".into(),
+        backup_group: "vault-a".into(),
+        generation,
+        shares: format!("[{generation}]"),
+        created_at: 6,
+    };
+    assert_eq!(s.get_key_backup("exp1", "vault-a").await.unwrap(), None);
+    s.put_key_backup(&backup(0)).await.unwrap();
+    s.put_key_backup(&backup(3)).await.unwrap();
+    assert_eq!(
+        s.get_key_backup("exp1", "vault-a").await.unwrap(),
+        Some(backup(3)),
+        "a new backup replaces the old one"
+    );
+    assert!(matches!(
+        s.delete_backup_group("vault-a").await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(s.delete_backup_group("vault-b").await.unwrap());
+    assert!(!s.delete_backup_group("vault-b").await.unwrap());
+    assert!(s.get_backup_group("vault-b").await.unwrap().is_none());
+    assert!(s.get_backup_group("vault-a").await.unwrap().is_some());
+}
+
 async fn contract(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::create(backend, dir.path()).await.unwrap();
@@ -906,6 +979,7 @@ async fn contract(backend: Backend) {
     maintenance_tasks_and_generations(&s).await;
     nodes_can_be_reset(&s).await;
     node_groups_and_regions(&s).await;
+    exportable_keys_backups_and_task_results(&s).await;
     drop(s);
     db.drop_database().await;
 }

@@ -451,6 +451,7 @@ async fn import_one(
         threshold: 2,
         private_key: pem.to_string(),
         password: None,
+        exportable: false,
     };
     drop(pem);
     let resp = admitted(retries, || c.import_key(&req)).await?;
@@ -716,6 +717,7 @@ async fn keygen_sample(
                     service_participants: participants,
                     threshold: Some(2),
                     node_group: None,
+                    exportable: false,
                 };
                 let s = Instant::now();
                 let res = async {

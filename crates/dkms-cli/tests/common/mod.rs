@@ -21,6 +21,7 @@ pub fn keygen_request(participants: &[&str], threshold: i64) -> KeyGenRequest {
         threshold: Some(threshold),
         total_shares: Some(participants.len() as i64),
         node_group: None,
+        exportable: false,
     }
 }
 

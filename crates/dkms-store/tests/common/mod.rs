@@ -25,6 +25,7 @@ pub fn key(id: &str) -> KeyRow {
         generation: 0,
         node_group: None,
         created_by: String::new(),
+        exportable: false,
         created_at: 1,
     }
 }
