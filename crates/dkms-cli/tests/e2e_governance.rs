@@ -155,6 +155,28 @@ async fn every_role_gets_exactly_its_documented_actions() {
     let ghost_gen = json!({"keyParams": {"type": "ECDSA_K1"}, "serviceParticipants": ["ghost1", "ghost2"], "threshold": 2, "totalShares": 2});
     let mut ghost_import = ghost_gen.clone();
     ghost_import["privateKey"] = json!(pem);
+    // An exportable key, so that the built-in key-not-exportable forbid does not hide
+    // who may export.
+    let exportable = admin
+        .import_key(&dkms_testkit::dkms_client::KeyImportRequest {
+            key_params: dkms_testkit::dkms_client::KeyParams {
+                key_type: "ECDSA_K1".into(),
+                length: None,
+            },
+            service_participants: vec!["node1".into(), "node2".into()],
+            threshold: 2,
+            total_shares: 2,
+            private_key: pem.clone(),
+            password: None,
+            exportable: true,
+        })
+        .await
+        .unwrap()
+        .key_id;
+    assert_eq!(
+        admin.wait_key(&exportable, WAIT).await.unwrap().status,
+        "FINISHED"
+    );
     // (action, method, path, body) — one representative call per Cedar action.
     let calls: Vec<(&str, Method, String, Option<Value>)> = vec![
         (
@@ -245,6 +267,18 @@ async fn every_role_gets_exactly_its_documented_actions() {
             Some(json!({"keyId": key_id})),
         ),
         (
+            "backup",
+            Method::POST,
+            "/api/mappic/dkms/key/backup".into(),
+            Some(json!({"keyId": key_id, "backupGroup": "nosuch"})),
+        ),
+        (
+            "export",
+            Method::POST,
+            "/api/mappic/dkms/key/export".into(),
+            Some(json!({"keyId": exportable, "recipientPublicKey": "11".repeat(32)})),
+        ),
+        (
             "manageNodes",
             Method::POST,
             "/api/mappic/pod/createPod".into(),
@@ -308,6 +342,8 @@ async fn every_role_gets_exactly_its_documented_actions() {
                 "refresh",
                 "recover",
                 "delete",
+                "backup",
+                "export",
                 "manageNodes",
                 "manageGroups",
                 "manageUsers",
@@ -327,6 +363,7 @@ async fn every_role_gets_exactly_its_documented_actions() {
                 "refresh",
                 "recover",
                 "delete",
+                "backup",
                 "manageNodes",
                 "manageGroups",
             ][..],
