@@ -184,7 +184,9 @@ pub async fn run(client: &Client, cmd: BackupCmd) -> Result<()> {
     match cmd {
         BackupCmd::Keygen { out } => {
             let (seed, pair) = export::new_recipient().map_err(|e| anyhow!("{e}"))?;
-            let text = Zeroizing::new(format!("{}\n", hex::encode(seed.as_slice())));
+            // Built in a zeroized buffer: a format! temporary would leave the seed behind.
+            let mut text = Zeroizing::new(hex::encode(seed.as_slice()));
+            text.push('\n');
             write_private(&out, text.as_bytes())?;
             print_json(&serde_json::json!({
                 "publicKey": hex::encode(pair.public_key()),

@@ -1669,8 +1669,9 @@ fn parse_id(raw: Option<&str>, name: &str) -> ApiResult<KeyId> {
         .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("{name}: {e}")))
 }
 
-/// How often a long-poll re-reads its task: a task run by another gateway sharing the
-/// database ends without waking this process's waiters.
+/// How often a long-poll re-reads its task while other gateways share the database: a
+/// task run by one of them ends without waking this process's waiters. Alone, a gateway
+/// is woken by its own tasks and does not re-read.
 const REPOLL: Duration = Duration::from_millis(250);
 
 /// Loads a task view, long-polling up to `wait_ms` until it is terminal.
@@ -1702,7 +1703,15 @@ where
         if now >= deadline {
             return Ok(v);
         }
-        let _ = tokio::time::timeout_at(deadline.min(now + REPOLL), notified).await;
+        let until = if state
+            .other_gateways
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            deadline.min(now + REPOLL)
+        } else {
+            deadline
+        };
+        let _ = tokio::time::timeout_at(until, notified).await;
     }
 }
 

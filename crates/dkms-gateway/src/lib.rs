@@ -140,6 +140,9 @@ pub struct AppState {
     pub sessions: Arc<Semaphore>,
     /// The compiled policy set.
     pub policies: Arc<authz::Policies>,
+    /// Whether other live gateways share the database (set by the heartbeat): only then
+    /// can a task end without waking this process's long polls.
+    pub other_gateways: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A gateway bound to its listener, ready to serve.
@@ -189,6 +192,7 @@ impl Gateway {
             waiters: Arc::new(Waiters::default()),
             launcher,
             policies: Arc::new(authz::Policies::default()),
+            other_gateways: Arc::default(),
         };
         Ok(Gateway { state, listener })
     }

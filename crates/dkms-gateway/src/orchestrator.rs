@@ -412,6 +412,16 @@ pub fn spawn_heartbeat(state: AppState) {
                 if !gate.may_sweep(renewed.is_ok(), now, lease_ms) {
                     continue;
                 }
+                match state
+                    .store
+                    .live_gateways(now.saturating_sub(lease_ms))
+                    .await
+                {
+                    Ok(live) => state
+                        .other_gateways
+                        .store(live.len() > 1, std::sync::atomic::Ordering::Relaxed),
+                    Err(e) => warn!(error = %e, "could not list the live gateways"),
+                }
                 end_orphans(&state, now.saturating_sub(lease_ms), now).await;
                 if now - last_forget > 3_600_000 {
                     last_forget = now;

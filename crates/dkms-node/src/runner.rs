@@ -834,10 +834,8 @@ async fn prepare_keygen(
     );
     let share_participants: Vec<ShareParticipant> = participants
         .iter()
-        .map(|p| ShareParticipant {
-            tag: p.tag.clone(),
-            encryption_key: p.encryption_key,
-        })
+        .cloned()
+        .map(ShareParticipant::from)
         .collect();
     let my_index = (me + 1) as PartyIndex;
     let roster = Roster {
@@ -1072,10 +1070,8 @@ async fn prepare_repair(
     let after: Vec<ShareParticipant> = p
         .participants
         .iter()
-        .map(|m| ShareParticipant {
-            tag: m.tag.clone(),
-            encryption_key: m.encryption_key,
-        })
+        .cloned()
+        .map(ShareParticipant::from)
         .collect();
     let lost_index = after
         .iter()
@@ -1326,10 +1322,8 @@ async fn import_share(
             })?;
     let announced: Vec<ShareParticipant> = participants
         .iter()
-        .map(|p| ShareParticipant {
-            tag: p.tag.clone(),
-            encryption_key: p.encryption_key,
-        })
+        .cloned()
+        .map(ShareParticipant::from)
         .collect();
     if share.threshold() != threshold || share.participants() != announced.as_slice() {
         return Err(Failure::bad(
@@ -1406,10 +1400,8 @@ async fn restore_share(
     let after: Vec<ShareParticipant> = p
         .participants
         .iter()
-        .map(|m| ShareParticipant {
-            tag: m.tag.clone(),
-            encryption_key: m.encryption_key,
-        })
+        .cloned()
+        .map(ShareParticipant::from)
         .collect();
     let position = after
         .iter()
