@@ -641,30 +641,44 @@ pub fn spawn_maintenance(
         async move {
             let _permit = permit;
             let result = run_maintenance(&state, &instance_id, &key_id, recovery).await;
-            let failure = result
-                .as_ref()
-                .err()
-                .map(|f| (f.code.as_str(), f.message.as_str()));
-            match &result {
-                Ok(generation) => info!(generation, "new share generation committed"),
-                Err(f) => warn!(code = %f.code, error = %f.message, "refresh or recovery failed"),
+            if let Ok(generation) = &result {
+                info!(generation, "new share generation committed");
             }
-            if let Err(e) = state
-                .store
-                .end_key_task(&instance_id, failure, state.clock.now_ms())
-                .await
-            {
-                warn!(error = %e, "could not record the end of the task");
-            }
-            let outcome = match &result {
-                Ok(generation) => format!("FINISHED generation {generation}"),
-                Err(f) => format!("FAILED {}", f.code),
-            };
-            crate::authz::task_outcome(&state, "task.end", &key_id, &instance_id, &outcome).await;
-            state.waiters.wake(&instance_id);
+            let result = result.map(|generation| format!("FINISHED generation {generation}"));
+            end_task_on_key(&state, &instance_id, &key_id, result).await;
         }
         .instrument(span),
     );
+}
+
+/// Records how a task on an existing key ended (`Ok` carries the audit outcome), releases
+/// the key, writes the audit entry and wakes long polls.
+async fn end_task_on_key(
+    state: &AppState,
+    instance_id: &str,
+    key_id: &str,
+    result: Result<String, TaskFailure>,
+) {
+    let failure = result
+        .as_ref()
+        .err()
+        .map(|f| (f.code.as_str(), f.message.as_str()));
+    if let Err(f) = &result {
+        warn!(code = %f.code, error = %f.message, "task failed");
+    }
+    if let Err(e) = state
+        .store
+        .end_key_task(instance_id, failure, state.clock.now_ms())
+        .await
+    {
+        warn!(error = %e, "could not record the end of the task");
+    }
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(f) => format!("FAILED {}", f.code),
+    };
+    crate::authz::task_outcome(state, "task.end", key_id, instance_id, &outcome).await;
+    state.waiters.wake(instance_id);
 }
 
 /// What a task on an existing key starts with: a session slot (held until the task
@@ -1373,27 +1387,11 @@ pub fn spawn_seal_task(
         async move {
             let _permit = permit;
             let result = run_seal_task(&state, &instance_id, &key_id, task).await;
-            let failure = result
-                .as_ref()
-                .err()
-                .map(|f| (f.code.as_str(), f.message.as_str()));
-            match &result {
-                Ok(()) => info!("shares sealed and stored"),
-                Err(f) => warn!(code = %f.code, error = %f.message, "export or backup failed"),
+            if result.is_ok() {
+                info!("shares sealed and stored");
             }
-            if let Err(e) = state
-                .store
-                .end_key_task(&instance_id, failure, state.clock.now_ms())
-                .await
-            {
-                warn!(error = %e, "could not record the end of the task");
-            }
-            let outcome = match &result {
-                Ok(()) => "FINISHED".to_owned(),
-                Err(f) => format!("FAILED {}", f.code),
-            };
-            crate::authz::task_outcome(&state, "task.end", &key_id, &instance_id, &outcome).await;
-            state.waiters.wake(&instance_id);
+            let result = result.map(|()| "FINISHED".to_owned());
+            end_task_on_key(&state, &instance_id, &key_id, result).await;
         }
         .instrument(span),
     );

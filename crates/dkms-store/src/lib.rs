@@ -559,34 +559,23 @@ impl Store {
         participants: Option<&[String]>,
         now: i64,
     ) -> Result<bool> {
-        let done = match participants {
-            None => {
-                self.q("UPDATE mpc_keys SET generation = ?, updated_at = ? \
-                        WHERE key_id = ? AND generation = ? AND refresh_task = ?")
-                    .bind(i64::from(from) + 1)
-                    .bind(now)
-                    .bind(key_id.to_owned())
-                    .bind(i64::from(from))
-                    .bind(task.to_owned())
-                    .execute(&self.pool)
-                    .await?
-            }
-            Some(p) => {
-                let p = serde_json::to_string(p).map_err(|e| StoreError::Db(e.to_string()))?;
-                self.q(
-                    "UPDATE mpc_keys SET generation = ?, participants = ?, updated_at = ? \
-                        WHERE key_id = ? AND generation = ? AND refresh_task = ?",
-                )
-                .bind(i64::from(from) + 1)
-                .bind(p)
-                .bind(now)
-                .bind(key_id.to_owned())
-                .bind(i64::from(from))
-                .bind(task.to_owned())
-                .execute(&self.pool)
-                .await?
-            }
-        };
+        // Without a new member list the stored one stays (COALESCE of NULL).
+        let participants = participants
+            .map(|p| serde_json::to_string(p).map_err(|e| StoreError::Db(e.to_string())))
+            .transpose()?;
+        let done = self
+            .q(
+                "UPDATE mpc_keys SET generation = ?, participants = COALESCE(?, participants), \
+                 updated_at = ? WHERE key_id = ? AND generation = ? AND refresh_task = ?",
+            )
+            .bind(i64::from(from) + 1)
+            .bind(participants)
+            .bind(now)
+            .bind(key_id.to_owned())
+            .bind(i64::from(from))
+            .bind(task.to_owned())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
