@@ -107,7 +107,7 @@ impl NodeContext {
 /// Serves every gateway in `urls` at once (gateways sharing one database each run their
 /// own sessions), each link reconnecting on its own. Ends when all links have ended:
 /// on shutdown, or when every gateway refused the node; a refusal by one gateway does
-/// not stop the others.
+/// not stop the others. A failure of the node's own store stops every link at once.
 pub async fn run_all(
     ctx: Arc<NodeContext>,
     urls: Vec<String>,
@@ -122,9 +122,17 @@ pub async fn run_all(
     let mut first_error = None;
     while let Some(ended) = links.join_next().await {
         let result = ended.map_err(|e| RunError::Other(format!("gateway link task: {e}")))?;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "a gateway link ended");
-            first_error.get_or_insert(e);
+        match result {
+            Ok(()) => {}
+            // The node's own store failed: no link can serve sessions; stop them all.
+            Err(e @ RunError::Store(_)) => {
+                links.abort_all();
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a gateway link ended");
+                first_error.get_or_insert(e);
+            }
         }
     }
     first_error.map_or(Ok(()), Err)
