@@ -13,11 +13,10 @@ use dkms_client::{Client, KeyGenRequest, KeyParams};
 use dkms_mpc::local::run_local;
 use dkms_mpc::session_id::{SessionKind, session_id};
 use dkms_mpc::{
-    KeyShare, KeygenConfig, PartyIndex, Session, SessionOutput, ShareParticipant, SignConfig,
-    envelope::EncryptionKeypair, keygen, sign,
+    Curve, KeyShare, KeygenConfig, PartyIndex, Session, SessionOutput, ShareParticipant,
+    SignConfig, envelope::EncryptionKeypair, keygen, sign,
 };
 use dkms_proto::NodeTag;
-use dkms_proto::node::Scheme;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,13 +56,13 @@ fn random32() -> [u8; 32] {
 }
 
 /// One in-process DKG with every party; returns the shares.
-fn raw_keygen(t: u8, n: u8) -> Result<Vec<KeyShare>> {
+fn raw_keygen(curve: Curve, t: u8, n: u8) -> Result<Vec<KeyShare>> {
     let key_id = uuid::Uuid::new_v4();
     let ps = participants(n)?;
     let tags: Vec<NodeTag> = ps.iter().map(|p| p.tag.clone()).collect();
     let sid = session_id(
         &key_id,
-        Scheme::Dkls23Secp256k1,
+        curve.scheme(),
         &SessionKind::Keygen {
             threshold: t,
             participants: &tags,
@@ -79,6 +78,7 @@ fn raw_keygen(t: u8, n: u8) -> Result<Vec<KeyShare>> {
                 threshold: t,
                 participants: ps.clone(),
                 my_index: i,
+                curve,
             })
             .map(|s| (i, s))
         })
@@ -105,7 +105,7 @@ fn raw_sign(shares: &[KeyShare], signers: &[PartyIndex], loaded: Vec<KeyShare>) 
     let digest = random32();
     let sid = session_id(
         &key.key_id(),
-        Scheme::Dkls23Secp256k1,
+        key.curve().scheme(),
         &SessionKind::Sign {
             threshold: key.threshold(),
             participants: &tags,
@@ -152,12 +152,12 @@ struct Raw {
     sign_throughput: f64,
 }
 
-fn raw(t: u8, n: u8, args: &Args) -> Result<Raw> {
+fn raw(curve: Curve, t: u8, n: u8, args: &Args) -> Result<Raw> {
     let mut kg = Duration::ZERO;
     let mut shares = Vec::new();
     for _ in 0..args.keygens.max(1) {
         let start = Instant::now();
-        shares = raw_keygen(t, n)?;
+        shares = raw_keygen(curve, t, n)?;
         kg += start.elapsed();
     }
     let keygen_per_party = kg / (args.keygens.max(1) as u32 * u32::from(n));
@@ -444,8 +444,9 @@ async fn main() -> Result<()> {
             .join("dkms"),
     };
     eprintln!("raw in-process DKLs23 ...");
-    let raw22 = raw(2, 2, &args)?;
-    let raw23 = raw(2, 3, &args)?;
+    let raw22 = raw(Curve::Secp256k1, 2, 2, &args)?;
+    let raw23 = raw(Curve::Secp256k1, 2, 3, &args)?;
+    let raw23_p256 = raw(Curve::P256, 2, 3, &args)?;
 
     eprintln!("end to end through dkms dev ...");
     let stack = start_dev(&dkms).await?;
@@ -539,5 +540,22 @@ async fn main() -> Result<()> {
             l.throughput / raw_rate
         );
     }
+    println!();
+    println!("| P-256 (`ECDSA_R1`), raw in process | 2-of-3 secp256k1 | 2-of-3 P-256 |");
+    println!("|---|---|---|");
+    println!(
+        "| keygen, per party | {} | {} |",
+        ms(raw23.keygen_per_party),
+        ms(raw23_p256.keygen_per_party)
+    );
+    println!(
+        "| sign, per party (2 signers) | {} | {} |",
+        ms(raw23.sign_per_party),
+        ms(raw23_p256.sign_per_party)
+    );
+    println!(
+        "| sign throughput, all cores | {:.1}/s | {:.1}/s |",
+        raw23.sign_throughput, raw23_p256.sign_throughput
+    );
     Ok(())
 }

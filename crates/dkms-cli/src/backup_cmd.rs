@@ -164,7 +164,10 @@ pub async fn export_key(
             Err(e) => eprintln!("warning: the share of {member} does not open: {e}"),
         }
     }
-    let secret = export::combine(&opened, info.threshold, &public_key)
+    let key_type = client.get_key(key_id).await?.key_type;
+    let curve =
+        dkms_mpc::Curve::of_key_type_name(&key_type).map_err(|e| anyhow!("key {key_id}: {e}"))?;
+    let secret = export::combine(&opened, info.threshold, &public_key, curve)
         .map_err(|e| anyhow!("combining the shares: {e}"))?;
     drop(opened);
     let pem = secret

@@ -685,9 +685,17 @@ async fn import_key(client: &Client, args: KeyImportArgs) -> Result<()> {
         }
         resp?
     } else {
-        let secret =
-            dkms_mpc::import::parse_private_key_pem(&pem, password.as_ref().map(|p| p.as_bytes()))
-                .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
+        let key_type: dkms_proto::KeyType = shape
+            .key_params
+            .key_type
+            .parse()
+            .map_err(|e: dkms_proto::ParseError| anyhow!("--type: {e}"))?;
+        let secret = dkms_mpc::import::parse_private_key_pem(
+            &pem,
+            password.as_ref().map(|p| p.as_bytes()),
+            dkms_mpc::Curve::of_key_type(key_type),
+        )
+        .map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
         let pods = client.list_pods().await?;
         let mut participants = Vec::new();
         for tag in &shape.service_participants {

@@ -311,9 +311,9 @@ async fn a_wiped_node_is_restored_from_its_custodians_backup_and_signs_again() {
             dkms_mpc::export::ExportedShare::from_share(&share)
         })
         .collect();
-    assert!(dkms_mpc::export::combine(&opened[..1], 2, &pk).is_err());
-    assert!(dkms_mpc::export::combine(&opened[..1], 1, &pk).is_err());
-    let whole = dkms_mpc::export::combine(&opened, 2, &pk).unwrap();
+    assert!(dkms_mpc::export::combine(&opened[..1], 2, &pk, dkms_mpc::Curve::Secp256k1).is_err());
+    assert!(dkms_mpc::export::combine(&opened[..1], 1, &pk, dkms_mpc::Curve::Secp256k1).is_err());
+    let whole = dkms_mpc::export::combine(&opened, 2, &pk, dkms_mpc::Curve::Secp256k1).unwrap();
     assert_eq!(whole.public_key(), pk);
 
     // node3's machine is lost for real: data directory, identity and shares.

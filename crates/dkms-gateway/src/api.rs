@@ -827,11 +827,17 @@ fn plan_key(
         .parse()
         .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("keyParams.type: {e}")))?;
     match (key_type, req.key_params.length) {
-        (KeyType::EcdsaK1, None | Some(256) | Some(512)) => {}
+        (KeyType::EcdsaK1, None | Some(256) | Some(512)) | (KeyType::EcdsaR1, None | Some(256)) => {
+        }
         (_, Some(l)) => {
             return Err(ApiError::invalid(format!(
-                "keyParams.length {l} is not valid for {}; use 256 or 512, or omit it",
-                key_type.as_str()
+                "keyParams.length {l} is not valid for {}; use {}, or omit it",
+                key_type.as_str(),
+                if key_type == KeyType::EcdsaK1 {
+                    "256 or 512"
+                } else {
+                    "256"
+                }
             )));
         }
     }
@@ -954,7 +960,7 @@ async fn insert_key_row(
         .insert_key(&dkms_store::KeyRow {
             key_id: key_id.to_owned(),
             key_type: plan.key_type.as_str().into(),
-            scheme: "DKLS23_SECP256K1".into(),
+            scheme: plan.key_type.scheme_name().into(),
             threshold: plan.threshold,
             total_shares: plan.participants.len() as u8,
             participants: plan.participants.iter().map(|t| t.to_string()).collect(),
@@ -1023,8 +1029,13 @@ async fn key_import(
         Ok(p) => KeygenPlan { exportable, ..p },
         Err(e) => return e.into_response(),
     };
+    let curve = dkms_mpc::Curve::of_key_type(plan.key_type);
     let parsed = tokio::task::spawn_blocking(move || {
-        dkms_mpc::import::parse_private_key_pem(&pem, password.as_ref().map(|p| p.as_bytes()))
+        dkms_mpc::import::parse_private_key_pem(
+            &pem,
+            password.as_ref().map(|p| p.as_bytes()),
+            curve,
+        )
     })
     .await;
     let secret = match parsed {
@@ -1102,9 +1113,15 @@ async fn key_import_shares(
         let public_key: [u8; 33] = hex::decode(req.public_key_hex.trim_start_matches("0x"))
             .ok()
             .and_then(|b| b.try_into().ok())
-            .filter(|pk: &[u8; 33]| dkms_mpc::ecdsa::eth_address(pk).is_ok())
+            .filter(|pk: &[u8; 33]| {
+                dkms_mpc::ecdsa::public_key_pem(dkms_mpc::Curve::of_key_type(plan.key_type), pk)
+                    .is_ok()
+            })
             .ok_or_else(|| {
-                ApiError::invalid("publicKeyHex must be a SEC1 compressed secp256k1 point (33 bytes hex)")
+                ApiError::invalid(format!(
+                    "publicKeyHex must be a SEC1 compressed {} point (33 bytes hex)",
+                    dkms_mpc::Curve::of_key_type(plan.key_type)
+                ))
             })?;
         if req.shares.len() != plan.participants.len() {
             return Err(ApiError::invalid(format!(
@@ -1738,7 +1755,10 @@ async fn key_info(state: &AppState, row: dkms_store::KeyRow) -> ApiResult<KeyInf
     let pem = match &row.public_key {
         Some(h) => {
             let bytes = hex::decode(h).map_err(ApiError::internal)?;
-            Some(dkms_mpc::ecdsa::public_key_pem(&bytes).map_err(ApiError::internal)?)
+            Some(
+                dkms_mpc::ecdsa::public_key_pem(key_curve(&row.key_type)?, &bytes)
+                    .map_err(ApiError::internal)?,
+            )
         }
         None => None,
     };
@@ -1866,6 +1886,12 @@ fn sign_info(
     })
 }
 
+/// The curve of a stored key. A key type the store holds but this gateway does not know
+/// would be a corrupt row, hence internal.
+pub(crate) fn key_curve(key_type: &str) -> ApiResult<dkms_mpc::Curve> {
+    dkms_mpc::Curve::of_key_type_name(key_type).map_err(ApiError::internal)
+}
+
 /// Parses a `derivationPath` and derives the child of a finished key: (path, child public
 /// key, child chain code).
 async fn derived(
@@ -1875,6 +1901,12 @@ async fn derived(
 ) -> ApiResult<(Vec<u32>, (Vec<u8>, [u8; 32]))> {
     let path = dkms_mpc::derive::parse_path(raw)
         .map_err(|e| ApiError::invalid(format!("derivationPath: {e}")))?;
+    if key_curve(&key.key_type)? != dkms_mpc::Curve::Secp256k1 {
+        return Err(ApiError::invalid(format!(
+            "derivationPath: BIP-32 derivation is defined for ECDSA_K1 keys only; key {} is {}",
+            key.key_id, key.key_type
+        )));
+    }
     let public_key = key
         .public_key
         .as_deref()
@@ -1915,7 +1947,8 @@ async fn key_derive(
         .as_deref()
         .ok_or_else(|| ApiError::invalid("path: missing (a BIP-32 path such as m/44/60/0/0/7)"))?;
     let (path, (public_key, chain_code)) = derived(&state, &key, raw).await?;
-    let pem = dkms_mpc::ecdsa::public_key_pem(&public_key).map_err(ApiError::internal)?;
+    let pem = dkms_mpc::ecdsa::public_key_pem(dkms_mpc::Curve::Secp256k1, &public_key)
+        .map_err(ApiError::internal)?;
     let address = dkms_mpc::ecdsa::eth_address(&public_key).map_err(ApiError::internal)?;
     Ok(ok(DerivedKey {
         key_id: key.key_id,

@@ -299,15 +299,26 @@ async fn run_key_task(
             "the nodes hold shares of a different public key than the one imported",
         ));
     }
-    let address = dkms_mpc::ecdsa::eth_address(&pk).map_err(|e| {
+    let invalid = |e: dkms_mpc::MpcError| {
         TaskFailure::new(
             ErrorCode::ProtocolFailed,
             format!("the nodes reported an invalid public key: {e}"),
         )
-    })?;
+    };
+    let curve = dkms_mpc::Curve::of_key_type_name(&key.key_type)
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    // An Ethereum address exists only for secp256k1 keys; a P-256 key is checked to be a
+    // point of its curve instead.
+    let address = match curve {
+        dkms_mpc::Curve::Secp256k1 => Some(dkms_mpc::ecdsa::eth_address(&pk).map_err(invalid)?),
+        dkms_mpc::Curve::P256 => {
+            dkms_mpc::ecdsa::public_key_pem(curve, &pk).map_err(invalid)?;
+            None
+        }
+    };
     Ok(MadeKey {
         public_key: hex::encode(pk),
-        address: Some(address),
+        address,
         chain_code: hex::encode(chain_code),
     })
 }
@@ -1057,6 +1068,8 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
             ),
         ));
     }
+    let curve = dkms_mpc::Curve::of_key_type_name(&key.key_type)
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
     let public_key = key
         .public_key
         .as_deref()
@@ -1147,7 +1160,7 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
         )
         .await
         {
-            Ok(outcomes) => return check_signatures(&public_key, &digest, outcomes),
+            Ok(outcomes) => return check_signatures(curve, &public_key, &digest, outcomes),
             Err(f) => {
                 warn!(attempt, code = %f.code, message = %f.message, "signing session failed");
                 match &f.culprit {
@@ -1185,6 +1198,7 @@ pub fn child_key(
 
 /// Every signer computes the signature; all must agree and it must verify under the key.
 fn check_signatures(
+    curve: dkms_mpc::Curve,
     public_key: &[u8],
     digest: &[u8; 32],
     outcomes: Vec<(NodeTag, Outcome)>,
@@ -1197,7 +1211,7 @@ fn check_signatures(
                 format!("node {tag} answered a signing with a key"),
             ));
         };
-        if let Err(e) = dkms_mpc::ecdsa::verify_signature(public_key, digest, &signature) {
+        if let Err(e) = dkms_mpc::ecdsa::verify_signature(curve, public_key, digest, &signature) {
             return Err(TaskFailure {
                 code: ErrorCode::ProtocolFailed,
                 message: format!("node {tag} returned a signature that does not verify: {e}"),
@@ -1236,6 +1250,21 @@ async fn run_session(
     run_session_each(state, key_id, per_party, timeout).await
 }
 
+/// The scheme of a key's sessions, from its type. The key row exists before any session
+/// of the key starts (keygen and import insert it first).
+async fn session_scheme(state: &AppState, key_id: uuid::Uuid) -> Result<Scheme, TaskFailure> {
+    let key = state
+        .store
+        .get_key(&key_id.to_string())
+        .await
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
+        .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotFound, "the key no longer exists"))?;
+    key.key_type
+        .parse::<dkms_proto::KeyType>()
+        .map(dkms_proto::KeyType::scheme)
+        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.0))
+}
+
 /// As [`run_session`], with an operation per party (an import sends each node its own
 /// sealed share).
 async fn run_session_each(
@@ -1248,11 +1277,12 @@ async fn run_session_each(
     let parties = parties.as_slice();
     let mut handle = state.hub.open_session(parties);
     let nonce = nonce()?;
+    let scheme = session_scheme(state, key_id).await?;
     for (p, operation) in operations {
         let start = SessionStart {
             session: handle.session,
             key_id,
-            scheme: Scheme::Dkls23Secp256k1,
+            scheme,
             operation,
             nonce,
         };

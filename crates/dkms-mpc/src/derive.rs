@@ -1,4 +1,6 @@
 //! BIP-32 non-hardened derivation of child keys, through dkls23's `derivation` module.
+//! BIP-32 is defined on secp256k1 only; P-256 keys refuse derivation rather than use a
+//! scheme no wallet would reproduce.
 //!
 //! Every party adds the same public tweak to its share, so `t` derived shares sign for the
 //! child public key with the usual protocol and nobody learns more than before. Hardened
@@ -8,8 +10,9 @@
 //! key, from the dealer; it is not secret but, with the public key, it reveals every
 //! non-hardened child public key.
 
+use crate::curve::{Curve, compress};
 use crate::error::MpcError;
-use crate::share::{KeyShare, compress};
+use crate::share::{Body, KeyShare};
 use dkls23::protocols::derivation::{DerivData, MAX_CHILD_NUMBER};
 use k256::elliptic_curve::sec1::FromSec1Point;
 
@@ -86,15 +89,18 @@ pub fn derive_public_key(
             MpcError::BadParameters(format!("derivation at index {i}: {}", e.description))
         })?;
     }
-    Ok((compress(&data.pk), data.chain_code))
+    Ok((compress::<k256::Secp256k1>(&data.pk), data.chain_code))
 }
 
 impl KeyShare {
     /// This party's share of the child key at `path`: the same party, members and
     /// pairwise state, with the tweaked share and the child's public key and package.
     pub fn derive(&self, path: &[u32]) -> Result<KeyShare, MpcError> {
-        let mut party = self.party.clone();
-        let mut package = self.package.clone();
+        let Body::Secp256k1(parts) = &self.body else {
+            return Err(not_bip32(self.curve()));
+        };
+        let mut party = parts.party.clone();
+        let mut package = parts.package.clone();
         for &i in path {
             let chain_code = *party.chain_code();
             package = package.derive_child(&chain_code, i).map_err(|e| {
@@ -116,10 +122,17 @@ impl KeyShare {
         .map_err(MpcError::Internal)
     }
 
-    /// The key's BIP-32 chain code (public, the same for every member).
+    /// The key's chain code (public, the same for every member). dkls23 makes one on
+    /// every curve; only secp256k1 keys use it, for BIP-32.
     pub fn chain_code(&self) -> [u8; 32] {
-        *self.party.chain_code()
+        crate::share::with_parts!(&self.body, p => *p.party.chain_code())
     }
+}
+
+fn not_bip32(curve: Curve) -> MpcError {
+    MpcError::BadParameters(format!(
+        "BIP-32 derivation is defined for secp256k1 keys only; this key is on {curve}"
+    ))
 }
 
 #[cfg(test)]

@@ -12,12 +12,12 @@
 //! which the caller checks against the key's public key before it uses it. A backup moves
 //! the whole stored share, since a restore must give the node a share it can refresh.
 
+use crate::curve::{Curve, DkmsCurve, scalar_bytes, scalar_from_bytes, with_curve};
 use crate::envelope::EncryptionKeypair;
 use crate::error::{MpcError, PartyIndex};
 use crate::import::{SecretScalar, open_base, seal_base};
 use crate::share::KeyShare;
 use dkms_proto::NodeTag;
-use k256::elliptic_curve::PrimeField;
 use zeroize::{Zeroize, Zeroizing};
 
 /// Why shares could not be combined into the key. Messages carry no secret.
@@ -169,13 +169,14 @@ impl ExportedShare {
     }
 }
 
-/// Combines at least `threshold` shares of the key `public_key` (SEC1 compressed) by
-/// Lagrange interpolation at 0 and checks the result against `public_key`: a key is
-/// returned only if it is the key.
+/// Combines at least `threshold` shares of the key `public_key` (SEC1 compressed, on
+/// `curve`) by Lagrange interpolation at 0 and checks the result against `public_key`: a
+/// key is returned only if it is the key.
 pub fn combine(
     shares: &[ExportedShare],
     threshold: u8,
     public_key: &[u8; 33],
+    curve: Curve,
 ) -> Result<SecretScalar, CombineError> {
     if shares.len() < usize::from(threshold) || threshold == 0 {
         return Err(CombineError::TooFew {
@@ -183,42 +184,53 @@ pub fn combine(
             threshold,
         });
     }
-    let mut points: Vec<(k256::Scalar, k256::Scalar)> = Vec::with_capacity(shares.len());
-    for s in shares.iter().take(usize::from(threshold)) {
+    let bytes = with_curve!(curve, C => interpolate::<C>(&shares[..usize::from(threshold)])?);
+    let key = SecretScalar::from_be_bytes(curve, &bytes).ok_or(CombineError::WrongKey)?;
+    if key.public_key() != *public_key {
+        return Err(CombineError::WrongKey);
+    }
+    Ok(key)
+}
+
+/// The secret at 0 of the polynomial through the shares' points.
+fn interpolate<C: DkmsCurve>(
+    shares: &[ExportedShare],
+) -> Result<Zeroizing<[u8; 32]>, CombineError> {
+    use k256::elliptic_curve::Field;
+    /// Secret scalars, wiped however the interpolation ends.
+    struct Wiped<S: Zeroize>(Vec<S>);
+    impl<S: Zeroize> Drop for Wiped<S> {
+        fn drop(&mut self) {
+            self.0.iter_mut().for_each(Zeroize::zeroize);
+        }
+    }
+    let mut xs: Vec<C::Scalar> = Vec::with_capacity(shares.len());
+    let mut ys = Wiped(Vec::with_capacity(shares.len()));
+    for s in shares {
         if s.index == 0 {
             return Err(CombineError::Invalid);
         }
-        let x = k256::Scalar::from(u64::from(s.index));
-        if points.iter().any(|(xj, _)| *xj == x) {
+        let x = C::Scalar::from(u64::from(s.index));
+        if xs.contains(&x) {
             return Err(CombineError::Duplicate(s.index));
         }
-        let y: Option<k256::Scalar> = k256::Scalar::from_repr((*s.scalar).into()).into();
-        points.push((x, y.ok_or(CombineError::Invalid)?));
+        xs.push(x);
+        ys.0.push(scalar_from_bytes::<C>(&s.scalar).ok_or(CombineError::Invalid)?);
     }
-    let mut secret = k256::Scalar::ZERO;
-    for (i, (xi, yi)) in points.iter().enumerate() {
-        let mut num = k256::Scalar::ONE;
-        let mut den = k256::Scalar::ONE;
-        for (j, (xj, _)) in points.iter().enumerate() {
+    let mut sum = Wiped(vec![C::Scalar::ZERO]);
+    for (i, (xi, yi)) in xs.iter().zip(&ys.0).enumerate() {
+        let mut num = C::Scalar::ONE;
+        let mut den = C::Scalar::ONE;
+        for (j, xj) in xs.iter().enumerate() {
             if i != j {
                 num *= xj;
                 den *= *xj - xi;
             }
         }
-        let inv: Option<k256::Scalar> = den.invert().into();
-        secret += *yi * num * inv.ok_or(CombineError::Invalid)?;
+        let inv: Option<C::Scalar> = den.invert().into();
+        sum.0[0] += *yi * num * inv.ok_or(CombineError::Invalid)?;
     }
-    for (_, y) in points.iter_mut() {
-        y.zeroize();
-    }
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    bytes.copy_from_slice(&secret.to_repr());
-    secret.zeroize();
-    let key = SecretScalar::from_be_bytes(&bytes).ok_or(CombineError::WrongKey)?;
-    if key.public_key() != *public_key {
-        return Err(CombineError::WrongKey);
-    }
-    Ok(key)
+    Ok(scalar_bytes::<C>(&sum.0[0]))
 }
 
 /// Seals this node's whole stored share to a custodian's X25519 key.
@@ -351,7 +363,7 @@ mod tests {
     }
 
     fn key() -> SecretScalar {
-        SecretScalar::from_be_bytes(&Zeroizing::new([7u8; 32])).unwrap()
+        SecretScalar::from_be_bytes(Curve::Secp256k1, &Zeroizing::new([7u8; 32])).unwrap()
     }
 
     fn shares(n: u8, t: u8, exportable: bool) -> Vec<KeyShare> {
@@ -390,16 +402,16 @@ mod tests {
                 open_export(&client, &id, &tag, 4, &sealed).unwrap()
             })
             .collect();
-        let k = combine(&opened[1..], 2, &pk).unwrap();
+        let k = combine(&opened[1..], 2, &pk, Curve::Secp256k1).unwrap();
         assert_eq!(k.public_key(), key().public_key());
         // One share alone is refused; a single share "as if" the threshold were 1 is not
         // the key either.
         assert!(matches!(
-            combine(&opened[..1], 2, &pk),
+            combine(&opened[..1], 2, &pk, Curve::Secp256k1),
             Err(CombineError::TooFew { .. })
         ));
         assert!(matches!(
-            combine(&opened[..1], 1, &pk),
+            combine(&opened[..1], 1, &pk, Curve::Secp256k1),
             Err(CombineError::WrongKey)
         ));
     }

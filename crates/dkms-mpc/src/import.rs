@@ -1,4 +1,4 @@
-//! Import of an existing secp256k1 private key: parse it from PEM, split it among the
+//! Import of an existing secp256k1 or P-256 private key: parse it from PEM, split it among the
 //! key's nodes with the DKLs23 trusted-dealer function (`re_key`), and seal each share to
 //! its node.
 //!
@@ -19,9 +19,10 @@
 //! every node shares of a key of its own choosing; the client must check that the public
 //! key the nodes report is the one of the key it imported ([`SecretScalar::public_key`]).
 
+use crate::curve::{Curve, DkmsCurve, compress, scalar_from_bytes, with_curve};
 use crate::envelope::{ENCAPPED_KEY_LEN, EncappedKey, EncryptionKeypair, Kem, PublicKey, TAG_LEN};
 use crate::error::MpcError;
-use crate::share::{KeyShare, ShareParticipant, check_parameters, compress};
+use crate::share::{KeyShare, ShareParticipant, check_parameters};
 use base64ct::{Base64, Encoding};
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockCipherDecrypt, BlockModeDecrypt, KeyInit, KeyIvInit};
@@ -31,7 +32,6 @@ use dkms_proto::NodeTag;
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
-use k256::Secp256k1;
 use md5::{Digest as _, Md5};
 use pkcs8::der::asn1::{AnyRef, OctetStringRef};
 use pkcs8::der::{Decode, ErrorKind, Reader, Tag, Tagged};
@@ -51,11 +51,11 @@ pub enum ImportError {
     PasswordRequired,
     #[error("wrong password, or the encrypted key is damaged")]
     WrongPassword,
-    /// The curve's name (e.g. `prime256v1 (P-256)`) or OID.
-    #[error("the key is on {0}, not secp256k1")]
-    WrongCurve(String),
-    #[error("the private key is not a valid secp256k1 scalar (zero or out of range)")]
-    InvalidScalar,
+    /// `found`: the curve's name (e.g. `secp384r1 (P-384)`) or OID.
+    #[error("the key is on {found}, not {expected} as its type says")]
+    WrongCurve { found: String, expected: Curve },
+    #[error("the private key is not a valid {0} scalar (zero or out of range)")]
+    InvalidScalar(Curve),
     /// Another algorithm (RSA, Ed25519, …) or an encryption this module does not implement.
     #[error("unsupported key format: {0}")]
     Unsupported(String),
@@ -64,17 +64,13 @@ pub enum ImportError {
     Malformed(String),
 }
 
-/// A secp256k1 private key in the range 1..n, zeroized on drop; no `Debug`, `Clone` or
-/// `Serialize`.
+/// A private key in the range 1..n of its curve, zeroized on drop; no `Debug`, `Clone`
+/// or `Serialize`.
 pub struct SecretScalar {
-    scalar: k256::NonZeroScalar,
+    curve: Curve,
+    /// Big endian; checked to be a valid nonzero scalar of `curve`.
+    bytes: Zeroizing<[u8; 32]>,
     public_key: [u8; 33],
-}
-
-impl Drop for SecretScalar {
-    fn drop(&mut self) {
-        self.scalar.zeroize();
-    }
 }
 
 impl SecretScalar {
@@ -83,32 +79,63 @@ impl SecretScalar {
         self.public_key
     }
 
-    /// The key as a SEC1 `EC PRIVATE KEY` PEM (named curve secp256k1, with the public
-    /// key), as OpenSSL reads and writes it.
+    pub fn curve(&self) -> Curve {
+        self.curve
+    }
+
+    /// The key as a SEC1 `EC PRIVATE KEY` PEM (named curve, with the public key), as
+    /// OpenSSL reads and writes it.
     pub fn to_sec1_pem(&self) -> Result<Zeroizing<String>, ImportError> {
-        k256::SecretKey::from(self.scalar)
-            .to_sec1_pem(pkcs8::LineEnding::LF)
-            .map_err(|e| ImportError::Malformed(format!("encoding the key: {e}")))
+        let failed =
+            |e: &dyn std::fmt::Display| ImportError::Malformed(format!("encoding the key: {e}"));
+        match self.curve {
+            Curve::Secp256k1 => k256::SecretKey::from_slice(&*self.bytes)
+                .map_err(|e| failed(&e))?
+                .to_sec1_pem(pkcs8::LineEnding::LF),
+            Curve::P256 => p256::SecretKey::from_slice(&*self.bytes)
+                .map_err(|e| failed(&e))?
+                .to_sec1_pem(pkcs8::LineEnding::LF),
+        }
+        .map_err(|e| failed(&e))
     }
 
     /// `None` for zero or a value ≥ n.
-    pub(crate) fn from_be_bytes(bytes: &Zeroizing<[u8; 32]>) -> Option<Self> {
-        let mut repr = k256::FieldBytes::from(**bytes);
-        let scalar: Option<k256::NonZeroScalar> = k256::NonZeroScalar::from_repr(repr).into();
-        repr.as_mut_slice().zeroize();
-        let scalar = scalar?;
-        let point = (k256::ProjectivePoint::GENERATOR * *scalar).to_affine();
+    pub(crate) fn from_be_bytes(curve: Curve, bytes: &Zeroizing<[u8; 32]>) -> Option<Self> {
+        let public_key = with_curve!(curve, C => public_of::<C>(bytes)?);
         Some(SecretScalar {
-            scalar,
-            public_key: compress(&point),
+            curve,
+            bytes: bytes.clone(),
+            public_key,
         })
     }
 
     /// Whether `sec1_point` (compressed or uncompressed) is this key's public key.
     fn matches(&self, sec1_point: &[u8]) -> bool {
-        k256::PublicKey::from_sec1_bytes(sec1_point)
-            .is_ok_and(|pk| compress(pk.as_affine()) == self.public_key)
+        match self.curve {
+            Curve::Secp256k1 => k256::PublicKey::from_sec1_bytes(sec1_point)
+                .is_ok_and(|pk| compress::<k256::Secp256k1>(pk.as_affine()) == self.public_key),
+            Curve::P256 => p256::PublicKey::from_sec1_bytes(sec1_point)
+                .is_ok_and(|pk| compress::<p256::NistP256>(pk.as_affine()) == self.public_key),
+        }
     }
+
+    /// The scalar itself, for the dealer's split.
+    fn scalar<C: DkmsCurve>(&self) -> Option<C::Scalar> {
+        (self.curve == C::CURVE)
+            .then(|| scalar_from_bytes::<C>(&self.bytes))
+            .flatten()
+    }
+}
+
+/// The SEC1 compressed public key of a nonzero scalar below the group order.
+fn public_of<C: DkmsCurve>(bytes: &[u8; 32]) -> Option<[u8; 33]> {
+    use k256::elliptic_curve::Field;
+    use k256::elliptic_curve::group::{Curve as _, Group};
+    let mut scalar = scalar_from_bytes::<C>(bytes)?;
+    let zero: bool = scalar.is_zero().into();
+    let point = (C::ProjectivePoint::generator() * scalar).to_affine();
+    scalar.zeroize();
+    (!zero).then(|| compress::<C>(&point))
 }
 
 /// Largest PEM text accepted: far above any EC key (and above a 16384-bit RSA key, which is
@@ -123,6 +150,14 @@ const MAX_SCRYPT_MEMORY: u64 = 256 * 1024 * 1024;
 const MAX_SCRYPT_WORK: u64 = 1 << 23;
 
 const SECP256K1_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.10");
+const P256_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+
+fn curve_oid(curve: Curve) -> ObjectIdentifier {
+    match curve {
+        Curve::Secp256k1 => SECP256K1_OID,
+        Curve::P256 => P256_OID,
+    }
+}
 const EC_PUBLIC_KEY_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 
 /// Accepts: encrypted PKCS#8 (`ENCRYPTED PRIVATE KEY`, PBES2 with PBKDF2 or scrypt and
@@ -132,13 +167,15 @@ const EC_PUBLIC_KEY_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 /// §2), an `EC PARAMETERS` block (as `openssl ecparam -genkey` writes) and other blocks
 /// that hold no private key (a certificate, a public key) are ignored.
 ///
-/// The curve must be secp256k1 (named-curve OID 1.3.132.0.10 wherever the file names a
-/// curve). A key that names no curve is taken as secp256k1 only if its public key, when
-/// present, is the secp256k1 public key of its scalar. A public key in the file must match
-/// the private key. A password given for an unencrypted key is ignored.
+/// The curve must be `curve` (its named-curve OID, 1.3.132.0.10 for secp256k1 or
+/// 1.2.840.10045.3.1.7 for P-256, wherever the file names a curve). A key that names no
+/// curve is taken as on `curve` only if its public key, when present, is the public key of
+/// its scalar there. A public key in the file must match the private key. A password
+/// given for an unencrypted key is ignored.
 pub fn parse_private_key_pem(
     pem: &str,
     password: Option<&[u8]>,
+    curve: Curve,
 ) -> Result<SecretScalar, ImportError> {
     if pem.len() > MAX_PEM_LEN {
         return Err(ImportError::Malformed(format!(
@@ -187,7 +224,7 @@ pub fn parse_private_key_pem(
             labels.join(", ")
         )));
     };
-    let curves = Curves::new(named_curves);
+    let curves = Curves::new(named_curves, curve);
 
     match (block.label.as_str(), block.headers.is_empty()) {
         ("ENCRYPTED PRIVATE KEY", true) => {
@@ -214,7 +251,9 @@ pub fn parse_private_key_pem(
 }
 
 fn unsupported_label(what: &str) -> ImportError {
-    ImportError::Unsupported(format!("{what}; only secp256k1 EC keys can be imported"))
+    ImportError::Unsupported(format!(
+        "{what}; only secp256k1 and P-256 EC keys can be imported"
+    ))
 }
 
 fn garbled_means_wrong_password(e: ImportError) -> ImportError {
@@ -326,21 +365,26 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, ImportError> {
 /// The curves a file names; checked once the key itself is parsed.
 struct Curves {
     named: Vec<ObjectIdentifier>,
+    expected: Curve,
 }
 
 impl Curves {
-    fn new(named: Vec<ObjectIdentifier>) -> Self {
-        Curves { named }
+    fn new(named: Vec<ObjectIdentifier>, expected: Curve) -> Self {
+        Curves { named, expected }
     }
 
     fn add(&mut self, oid: ObjectIdentifier) {
         self.named.push(oid);
     }
 
-    /// Err if any named curve is not secp256k1; Ok(true) if at least one names it.
+    /// Err if any named curve is not the expected one; Ok(true) if at least one names it.
     fn check(&self) -> Result<bool, ImportError> {
-        if let Some(other) = self.named.iter().find(|&&oid| oid != SECP256K1_OID) {
-            return Err(ImportError::WrongCurve(curve_name(*other)));
+        let expected = curve_oid(self.expected);
+        if let Some(other) = self.named.iter().find(|&&oid| oid != expected) {
+            return Err(ImportError::WrongCurve {
+                found: curve_name(*other),
+                expected: self.expected,
+            });
         }
         Ok(!self.named.is_empty())
     }
@@ -348,6 +392,7 @@ impl Curves {
 
 fn curve_name(oid: ObjectIdentifier) -> String {
     let name = match oid.to_string().as_str() {
+        "1.3.132.0.10" => "secp256k1",
         "1.2.840.10045.3.1.7" => "prime256v1 (P-256)",
         "1.3.132.0.34" => "secp384r1 (P-384)",
         "1.3.132.0.35" => "secp521r1 (P-521)",
@@ -439,31 +484,33 @@ fn from_sec1_with(
     let named = curves.check()?;
     let public_keys: Vec<&[u8]> = key.public_key.into_iter().chain(outer_public_key).collect();
 
-    let scalar = scalar_bytes(key.private_key).and_then(|b| SecretScalar::from_be_bytes(&b));
+    let curve = curves.expected;
+    let scalar = scalar_bytes(key.private_key).and_then(|b| SecretScalar::from_be_bytes(curve, &b));
     let Some(scalar) = scalar else {
-        // Without a named curve, a public key that is no secp256k1 point of any valid
-        // scalar says the key is from another curve.
+        // Without a named curve, a public key that is no point of any valid scalar on the
+        // expected curve says the key is from another curve.
         if !named && !public_keys.is_empty() {
-            return Err(unnamed_curve());
+            return Err(unnamed_curve(curve));
         }
-        return Err(ImportError::InvalidScalar);
+        return Err(ImportError::InvalidScalar(curve));
     };
     for pk in public_keys {
         if !scalar.matches(pk) {
             return Err(if named {
                 ImportError::Malformed("the public key in the file is not the private key's".into())
             } else {
-                unnamed_curve()
+                unnamed_curve(curve)
             });
         }
     }
     Ok(scalar)
 }
 
-fn unnamed_curve() -> ImportError {
-    ImportError::WrongCurve(
-        "an unnamed curve (the key names no curve and its public key is not on secp256k1)".into(),
-    )
+fn unnamed_curve(expected: Curve) -> ImportError {
+    ImportError::WrongCurve {
+        found: "an unnamed curve (the key names no curve and its public key does not fit)".into(),
+        expected,
+    }
 }
 
 /// The SEC1 private-key octets as 32 big-endian bytes. Shorter values (leading zeros
@@ -799,16 +846,30 @@ pub fn split(
     let parameters =
         Parameters::new(threshold, n).map_err(|e| MpcError::BadParameters(e.to_string()))?;
     let session_id = import_session_id(&key_id, threshold, &participants)?;
-    let (parties, package) = crate::guarded(&mut (), |_| {
-        Ok(re_key::<Secp256k1>(
-            &parameters,
-            &session_id,
-            &secret.scalar,
-            None,
-            |_| String::new(),
-        ))
-    })?;
-    if compress(package.verifying_key()) != secret.public_key {
+    with_curve!(secret.curve, C => {
+        split_on::<C>(secret, key_id, threshold, participants, &parameters, &session_id)
+    })
+}
+
+fn split_on<C: DkmsCurve>(
+    secret: &SecretScalar,
+    key_id: uuid::Uuid,
+    threshold: u8,
+    participants: Vec<ShareParticipant>,
+    parameters: &Parameters,
+    session_id: &[u8; 32],
+) -> Result<Vec<KeyShare>, MpcError> {
+    let mut scalar = secret
+        .scalar::<C>()
+        .ok_or_else(|| MpcError::Internal("the key's scalar does not parse".into()))?;
+    let split = crate::guarded(&mut (), |_| {
+        Ok(re_key::<C>(parameters, session_id, &scalar, None, |_| {
+            String::new()
+        }))
+    });
+    scalar.zeroize();
+    let (parties, package) = split?;
+    if compress::<C>(package.verifying_key()) != secret.public_key {
         return Err(MpcError::Internal(
             "the split key's public key is not the imported key's".into(),
         ));
@@ -987,8 +1048,7 @@ mod tests {
     }
 
     fn scalar_of(s: &SecretScalar) -> [u8; 32] {
-        use k256::elliptic_curve::PrimeField;
-        s.scalar.to_repr().into()
+        *s.bytes
     }
 
     const PLAIN: &[(&str, &str)] = &[
@@ -1013,7 +1073,7 @@ mod tests {
 
     /// Every error the parser returned in these tests, to check what their texts reveal.
     fn err(pem: &str, password: Option<&[u8]>) -> ImportError {
-        match parse_private_key_pem(pem, password) {
+        match parse_private_key_pem(pem, password, Curve::Secp256k1) {
             Ok(_) => panic!("accepted"),
             Err(e) => e,
         }
@@ -1022,15 +1082,21 @@ mod tests {
     #[test]
     fn every_format_yields_the_same_key() {
         for (name, pem) in PLAIN {
-            check_is_fixture_key(name, &parse_private_key_pem(pem, None).unwrap());
+            check_is_fixture_key(
+                name,
+                &parse_private_key_pem(pem, None, Curve::Secp256k1).unwrap(),
+            );
             // A password for an unencrypted key is ignored.
             check_is_fixture_key(
                 name,
-                &parse_private_key_pem(pem, Some(b"whatever")).unwrap(),
+                &parse_private_key_pem(pem, Some(b"whatever"), Curve::Secp256k1).unwrap(),
             );
         }
         for (name, pem) in ENCRYPTED {
-            check_is_fixture_key(name, &parse_private_key_pem(pem, Some(password())).unwrap());
+            check_is_fixture_key(
+                name,
+                &parse_private_key_pem(pem, Some(password()), Curve::Secp256k1).unwrap(),
+            );
         }
     }
 
@@ -1038,22 +1104,31 @@ mod tests {
     fn surrounding_text_whitespace_and_crlf_are_fine() {
         let pem = fixture!("secp256k1-sec1-ecparams.pem");
         let padded = format!("\n\n   \t{pem}\n\n  \n");
-        check_is_fixture_key("padded", &parse_private_key_pem(&padded, None).unwrap());
+        check_is_fixture_key(
+            "padded",
+            &parse_private_key_pem(&padded, None, Curve::Secp256k1).unwrap(),
+        );
         let crlf = pem.replace('\n', "\r\n");
-        check_is_fixture_key("crlf", &parse_private_key_pem(&crlf, None).unwrap());
+        check_is_fixture_key(
+            "crlf",
+            &parse_private_key_pem(&crlf, None, Curve::Secp256k1).unwrap(),
+        );
         let explained = format!("Bag Attributes\n    localKeyID: 01 02\n{pem}trailing words\n");
-        check_is_fixture_key("text", &parse_private_key_pem(&explained, None).unwrap());
+        check_is_fixture_key(
+            "text",
+            &parse_private_key_pem(&explained, None, Curve::Secp256k1).unwrap(),
+        );
         let legacy = fixture!("secp256k1-legacy-aes256.pem").replace('\n', "\r\n");
         check_is_fixture_key(
             "legacy crlf",
-            &parse_private_key_pem(&legacy, Some(password())).unwrap(),
+            &parse_private_key_pem(&legacy, Some(password()), Curve::Secp256k1).unwrap(),
         );
         // A certificate or public key next to the private key is ignored.
         let public = "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n";
         let with_public = format!("{public}{}", fixture!("secp256k1-pkcs8.pem"));
         check_is_fixture_key(
             "with public",
-            &parse_private_key_pem(&with_public, None).unwrap(),
+            &parse_private_key_pem(&with_public, None, Curve::Secp256k1).unwrap(),
         );
     }
 
@@ -1078,7 +1153,10 @@ mod tests {
     fn other_curves_and_algorithms_are_refused() {
         for pem in [fixture!("p256-sec1.pem"), fixture!("p256-pkcs8.pem")] {
             match err(pem, None) {
-                ImportError::WrongCurve(c) => assert_eq!(c, "prime256v1 (P-256)"),
+                ImportError::WrongCurve { found, expected } => {
+                    assert_eq!(found, "prime256v1 (P-256)");
+                    assert_eq!(expected, Curve::Secp256k1);
+                }
                 e => panic!("{e}"),
             }
         }
@@ -1100,7 +1178,7 @@ mod tests {
         let p256_params =
             "-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
         let mixed = format!("{p256_params}{}", fixture!("secp256k1-sec1.pem"));
-        assert!(matches!(err(&mixed, None), ImportError::WrongCurve(_)));
+        assert!(matches!(err(&mixed, None), ImportError::WrongCurve { .. }));
         // Only a public key.
         let public = "-----BEGIN PUBLIC KEY-----\nMAA=\n-----END PUBLIC KEY-----\n";
         assert!(matches!(err(public, None), ImportError::Unsupported(_)));
@@ -1129,13 +1207,55 @@ mod tests {
     }
 
     #[test]
+    fn p256_keys_import_as_ecdsa_r1_in_every_format() {
+        let scalar: [u8; 32] = hex::decode(fixture!("p256.scalar.txt").trim())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let public: [u8; 33] = hex::decode(fixture!("p256.pub.txt").trim())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        for (pem, pw) in [
+            (fixture!("p256-sec1.pem"), None),
+            (fixture!("p256-pkcs8.pem"), None),
+            (fixture!("p256-pkcs8-pbkdf2.pem"), Some(password())),
+            (fixture!("p256-legacy-aes256.pem"), Some(password())),
+        ] {
+            let key = parse_private_key_pem(pem, pw, Curve::P256).unwrap();
+            assert_eq!(key.curve(), Curve::P256);
+            assert_eq!(scalar_of(&key), scalar);
+            assert_eq!(key.public_key(), public);
+        }
+        // A secp256k1 key is refused where the type says ECDSA_R1, naming both curves.
+        match parse_private_key_pem(fixture!("secp256k1-sec1.pem"), None, Curve::P256) {
+            Err(e @ ImportError::WrongCurve { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("secp256k1") && text.contains("P-256"),
+                    "{text}"
+                );
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted a secp256k1 key as P-256"),
+        }
+        // The P-256 key re-encodes as OpenSSL writes it.
+        let key = parse_private_key_pem(fixture!("p256-pkcs8.pem"), None, Curve::P256).unwrap();
+        let again = parse_private_key_pem(&key.to_sec1_pem().unwrap(), None, Curve::P256).unwrap();
+        assert_eq!(scalar_of(&again), scalar);
+    }
+
+    #[test]
     fn invalid_scalars_are_refused() {
         for pem in [
             fixture!("scalar-zero.pem"),
             fixture!("scalar-order.pem"),
             fixture!("scalar-max.pem"),
         ] {
-            assert!(matches!(err(pem, None), ImportError::InvalidScalar));
+            assert!(matches!(
+                err(pem, None),
+                ImportError::InvalidScalar(Curve::Secp256k1)
+            ));
         }
         assert!(scalar_bytes(&[0u8; 33]).is_some());
         assert!(scalar_bytes(&[1u8; 33]).is_none());
@@ -1235,22 +1355,25 @@ mod tests {
         // No curve, matching public key (either form), or no public key at all.
         for pk in [Some(&public[..]), Some(uncompressed.as_bytes()), None] {
             let pem = sec1_pem(&scalar, None, pk);
-            check_is_fixture_key("no curve", &parse_private_key_pem(&pem, None).unwrap());
+            check_is_fixture_key(
+                "no curve",
+                &parse_private_key_pem(&pem, None, Curve::Secp256k1).unwrap(),
+            );
         }
         // No curve, and a public key that is not this scalar's secp256k1 point.
         let mut other = public;
         other[0] ^= 1; // 02 <-> 03: the negated point
         let pem = sec1_pem(&scalar, None, Some(&other));
-        assert!(matches!(err(&pem, None), ImportError::WrongCurve(_)));
+        assert!(matches!(err(&pem, None), ImportError::WrongCurve { .. }));
         // The same with secp256k1 named: a damaged file.
         let pem = sec1_pem(&scalar, Some("1.3.132.0.10"), Some(&other));
         assert!(matches!(err(&pem, None), ImportError::Malformed(_)));
         // No curve, an invalid scalar and a public key: another curve.
         let pem = sec1_pem(&[0xff; 32], None, Some(&public));
-        assert!(matches!(err(&pem, None), ImportError::WrongCurve(_)));
+        assert!(matches!(err(&pem, None), ImportError::WrongCurve { .. }));
         // A short scalar encoding is padded.
         let pem = sec1_pem(&[0x05], Some("1.3.132.0.10"), None);
-        let s = parse_private_key_pem(&pem, None).unwrap();
+        let s = parse_private_key_pem(&pem, None, Curve::Secp256k1).unwrap();
         assert_eq!(scalar_of(&s)[31], 5);
     }
 

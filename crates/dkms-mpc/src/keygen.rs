@@ -12,8 +12,9 @@
 //!    every broadcast value from every party. A party that saw different broadcasts (an
 //!    equivocating sender) or computed a different key makes the session fail.
 
+use crate::curve::{Curve, DkmsCurve, compress, with_curve};
 use crate::error::{MpcError, PartyIndex};
-use crate::share::{KeyShare, ShareParticipant, check_parameters, compress};
+use crate::share::{KeyShare, ShareParticipant, check_parameters};
 use crate::wire::{Inbox, decode, encode_secret};
 use crate::{Outgoing, Progress, Session, SessionOutput};
 use dkls23::DkgSession;
@@ -24,7 +25,6 @@ use dkls23::protocols::dkg::{
 use dkls23::protocols::{Parameters, PartiesMessage, Party, PublicKeyPackage};
 use dkls23::utilities::hashes::HashOutput;
 use dkls23::utilities::proofs::DLogProof;
-use k256::{Scalar, Secp256k1};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -44,19 +44,21 @@ pub struct KeygenConfig {
     /// All members in order; party index = position + 1.
     pub participants: Vec<ShareParticipant>,
     pub my_index: PartyIndex,
+    pub curve: Curve,
 }
 
 /// Starts a key generation for this node. Refuses inconsistent parameters.
 pub fn keygen(cfg: KeygenConfig) -> Result<Box<dyn Session>, MpcError> {
-    Ok(Box::new(KeygenSession::new(cfg)?))
+    with_curve!(cfg.curve, C => Ok(Box::new(KeygenSession::<C>::new(cfg)?)))
 }
 
 #[derive(Serialize, Deserialize)]
-struct Round1 {
-    fragment: Scalar,
+#[serde(bound = "")]
+struct Round1<C: DkmsCurve> {
+    fragment: C::Scalar,
 }
 
-impl Drop for Round1 {
+impl<C: DkmsCurve> Drop for Round1<C> {
     fn drop(&mut self) {
         self.fragment.zeroize();
     }
@@ -70,14 +72,15 @@ struct Round2 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Round3 {
-    proof: DLogProof<Secp256k1>,
+#[serde(bound = "")]
+struct Round3<C: DkmsCurve> {
+    proof: DLogProof<C>,
     derivation: BroadcastDerivationPhase3to4,
     zero: TransmitInitZeroSharePhase3to4,
-    mul: TransmitInitMulPhase3to4<Secp256k1>,
+    mul: TransmitInitMulPhase3to4<C>,
 }
 
-impl Drop for Round3 {
+impl<C: DkmsCurve> Drop for Round3<C> {
     fn drop(&mut self) {
         wipe_zero3(&mut self.zero);
         self.mul.seed.zeroize();
@@ -90,10 +93,10 @@ struct Round4 {
     confirmation: [u8; 32],
 }
 
-enum Msg {
-    R1(Round1),
+enum Msg<C: DkmsCurve> {
+    R1(Round1<C>),
     R2(Box<Round2>),
-    R3(Box<Round3>),
+    R3(Box<Round3<C>>),
     R4(Round4),
 }
 
@@ -103,13 +106,13 @@ fn wipe_zero3(m: &mut TransmitInitZeroSharePhase3to4) {
 }
 
 /// What phase 3 produced, held until every round-2 commitment has arrived.
-struct Phase3Out {
+struct Phase3Out<C: DkmsCurve> {
     zero: BTreeMap<PartyIndex, TransmitInitZeroSharePhase3to4>,
-    mul: BTreeMap<PartyIndex, TransmitInitMulPhase3to4<Secp256k1>>,
+    mul: BTreeMap<PartyIndex, TransmitInitMulPhase3to4<C>>,
     derivation: BroadcastDerivationPhase3to4,
 }
 
-impl Drop for Phase3Out {
+impl<C: DkmsCurve> Drop for Phase3Out<C> {
     fn drop(&mut self) {
         for m in self.zero.values_mut() {
             wipe_zero3(m);
@@ -130,22 +133,22 @@ enum Stage {
     Failed,
 }
 
-struct KeygenSession {
+struct KeygenSession<C: DkmsCurve> {
     cfg: KeygenConfig,
     n: u8,
-    inbox: Inbox<Msg>,
+    inbox: Inbox<Msg<C>>,
     stage: Stage,
-    dkg: Option<DkgSession<Secp256k1>>,
-    own_fragment: Option<Scalar>,
-    own_proof: Option<ProofCommitment<Secp256k1>>,
+    dkg: Option<DkgSession<C>>,
+    own_fragment: Option<C::Scalar>,
+    own_proof: Option<ProofCommitment<C>>,
     own_derivation2: Option<BroadcastDerivationPhase2to4>,
-    phase3: Option<Phase3Out>,
+    phase3: Option<Phase3Out<C>>,
     received2: BTreeMap<PartyIndex, Round2>,
-    result: Option<(Party<Secp256k1>, PublicKeyPackage<Secp256k1>)>,
+    result: Option<(Party<C>, PublicKeyPackage<C>)>,
     confirmation: [u8; 32],
 }
 
-impl Drop for KeygenSession {
+impl<C: DkmsCurve> Drop for KeygenSession<C> {
     fn drop(&mut self) {
         if let Some(f) = self.own_fragment.as_mut() {
             f.zeroize();
@@ -172,7 +175,7 @@ pub(crate) fn check_route(
     Ok(())
 }
 
-impl KeygenSession {
+impl<C: DkmsCurve> KeygenSession<C> {
     fn new(cfg: KeygenConfig) -> Result<Self, MpcError> {
         check_parameters(cfg.threshold, &cfg.participants).map_err(MpcError::BadParameters)?;
         let n = cfg.participants.len() as u8;
@@ -206,7 +209,7 @@ impl KeygenSession {
         self.cfg.my_index
     }
 
-    fn dkg(&mut self) -> Result<&mut DkgSession<Secp256k1>, MpcError> {
+    fn dkg(&mut self) -> Result<&mut DkgSession<C>, MpcError> {
         self.dkg
             .as_mut()
             .ok_or_else(|| MpcError::Internal("DKG state already consumed".into()))
@@ -215,7 +218,12 @@ impl KeygenSession {
 
 /// Decodes a message of `round` from `from` and checks that its labels name the real sender
 /// and us (dkls23 would otherwise trust the sender index written inside the message).
-fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Result<Msg, String> {
+fn decode_msg<C: DkmsCurve>(
+    me: PartyIndex,
+    from: PartyIndex,
+    round: u8,
+    payload: &[u8],
+) -> Result<Msg<C>, String> {
     Ok(match round {
         1 => Msg::R1(decode(payload)?),
         2 => {
@@ -227,7 +235,7 @@ fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Re
             Msg::R2(Box::new(m))
         }
         3 => {
-            let m: Round3 = decode(payload)?;
+            let m: Round3<C> = decode(payload)?;
             check_route(&m.zero.parties, from, me, "zero-share seed")?;
             check_route(&m.mul.parties, from, me, "multiplication setup")?;
             if m.derivation.sender_index.as_u8() != from {
@@ -240,7 +248,7 @@ fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Re
     })
 }
 
-impl KeygenSession {
+impl<C: DkmsCurve> KeygenSession<C> {
     /// Round 1 out: p_me(j) for every peer j; p_me(me) stays here.
     fn round1(&mut self) -> Result<Vec<Outgoing>, MpcError> {
         let me = self.me();
@@ -252,7 +260,7 @@ impl KeygenSession {
         }
         let mut out = Vec::new();
         for j in self.inbox.peers().collect::<Vec<_>>() {
-            let msg = Round1 {
+            let msg = Round1::<C> {
                 fragment: fragments[usize::from(j) - 1],
             };
             out.push(Outgoing {
@@ -267,7 +275,10 @@ impl KeygenSession {
     }
 
     /// Phases 2 and 3 (phase 3 needs nothing from others); round 2 out.
-    fn round2(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn round2(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         let me = self.me();
         let own = self
             .own_fragment
@@ -324,7 +335,10 @@ impl KeygenSession {
     }
 
     /// Every commitment is in: open ours (round 3 out).
-    fn round3(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn round3(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         for (j, msg) in received {
             match msg {
                 Msg::R2(m) => {
@@ -364,7 +378,10 @@ impl KeygenSession {
     }
 
     /// Phase 4 and the confirmation (round 4 out).
-    fn round4(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn round4(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         let me = self.me();
         let mut received3 = BTreeMap::new();
         for (j, msg) in received {
@@ -462,7 +479,7 @@ impl KeygenSession {
         for part in [
             CONFIRM_DOMAIN,
             &self.cfg.session_id,
-            &compress(&party.pk),
+            &compress::<C>(&party.pk),
             &transcript,
         ] {
             confirm.update((part.len() as u32).to_be_bytes());
@@ -487,7 +504,10 @@ impl KeygenSession {
             .collect())
     }
 
-    fn finish(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<SessionOutput, MpcError> {
+    fn finish(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<SessionOutput, MpcError> {
         for (j, msg) in received {
             match msg {
                 Msg::R4(m) if m.confirmation == self.confirmation => {}
@@ -560,7 +580,7 @@ pub(crate) fn hash_item<T: Serialize>(h: &mut Sha256, item: &T) -> Result<(), Mp
     Ok(())
 }
 
-impl Session for KeygenSession {
+impl<C: DkmsCurve> Session for KeygenSession<C> {
     fn start(&mut self) -> Result<Vec<Outgoing>, MpcError> {
         if self.stage != Stage::New {
             return Err(MpcError::Internal("session already started".into()));
@@ -631,6 +651,7 @@ mod tests {
                     threshold: t,
                     participants: participants.clone(),
                     my_index: i,
+                    curve: Curve::Secp256k1,
                 };
                 (i, keygen(cfg).unwrap())
             })
@@ -640,11 +661,11 @@ mod tests {
     /// Rewrites every round-3 message of `sender` with `change`, keeping it well-formed.
     fn rewrite_round3(
         sender: PartyIndex,
-        change: impl Fn(&mut Round3),
+        change: impl Fn(&mut Round3<k256::Secp256k1>),
     ) -> impl FnMut(PartyIndex, &mut Outgoing) -> Delivery {
         move |from, msg| {
             if from == sender && msg.round == 3 {
-                let mut m: Round3 = decode(&msg.payload).unwrap();
+                let mut m: Round3<k256::Secp256k1> = decode(&msg.payload).unwrap();
                 change(&mut m);
                 msg.payload = encode_secret(&[], &m).unwrap();
             }

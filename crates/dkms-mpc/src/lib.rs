@@ -9,6 +9,7 @@
 //! (`getrandom`); neither crate lets a caller inject an RNG.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod curve;
 pub mod derive;
 pub mod ecdsa;
 pub mod envelope;
@@ -24,11 +25,12 @@ mod share;
 mod sign;
 mod wire;
 
+pub use curve::Curve;
 pub use error::{MpcError, PartyIndex};
 pub use keygen::{KeygenConfig, keygen};
 pub use refresh::{RefreshConfig, refresh};
 pub use repair::{RepairConfig, RepairPublic, repair_helper, repair_recipient};
-pub use share::{KeyShare, SHARE_FORMAT_V1, SHARE_FORMAT_V2, ShareParticipant};
+pub use share::{KeyShare, SHARE_FORMAT_V1, SHARE_FORMAT_V2, SHARE_FORMAT_V3, ShareParticipant};
 pub use sign::{SignConfig, sign};
 
 use std::fmt;

@@ -32,9 +32,10 @@
 //! round-2 proof commitments of this run), so it differs from the old one and from any
 //! other run of the same refresh.
 
+use crate::curve::{DkmsCurve, compress, with_curve};
 use crate::error::{MpcError, PartyIndex};
 use crate::keygen::{check_route, hash_item, pi};
-use crate::share::{KeyShare, compress};
+use crate::share::KeyShare;
 use crate::wire::{Inbox, decode, encode_secret};
 use crate::{Outgoing, Progress, Session, SessionOutput};
 use dkls23::protocols::Abort;
@@ -44,7 +45,6 @@ use dkls23::protocols::dkg::{
 };
 use dkls23::utilities::hashes::HashOutput;
 use dkls23::utilities::proofs::DLogProof;
-use k256::{Scalar, Secp256k1};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -70,16 +70,17 @@ pub struct RefreshConfig {
 /// only after the session is done, and must then erase the old one, backups included: a
 /// refresh cannot revoke a share somebody keeps.
 pub fn refresh(share: KeyShare, cfg: RefreshConfig) -> Result<Box<dyn Session>, MpcError> {
-    Ok(Box::new(RefreshSession::new(share, cfg)?))
+    with_curve!(share.curve(), C => Ok(Box::new(RefreshSession::<C>::new(share, cfg)?)))
 }
 
 #[derive(Serialize, Deserialize)]
-struct Round1 {
+#[serde(bound = "")]
+struct Round1<C: DkmsCurve> {
     generation: [u8; 32],
-    fragment: Scalar,
+    fragment: C::Scalar,
 }
 
-impl Drop for Round1 {
+impl<C: DkmsCurve> Drop for Round1<C> {
     fn drop(&mut self) {
         self.fragment.zeroize();
     }
@@ -92,13 +93,14 @@ struct Round2 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Round3 {
-    proof: DLogProof<Secp256k1>,
+#[serde(bound = "")]
+struct Round3<C: DkmsCurve> {
+    proof: DLogProof<C>,
     zero: TransmitInitZeroSharePhase3to4,
-    mul: TransmitInitMulPhase3to4<Secp256k1>,
+    mul: TransmitInitMulPhase3to4<C>,
 }
 
-impl Drop for Round3 {
+impl<C: DkmsCurve> Drop for Round3<C> {
     fn drop(&mut self) {
         wipe_zero3(&mut self.zero);
         wipe_mul3(&mut self.mul);
@@ -110,10 +112,10 @@ struct Round4 {
     confirmation: [u8; 32],
 }
 
-enum Msg {
-    R1(Round1),
+enum Msg<C: DkmsCurve> {
+    R1(Round1<C>),
     R2(Box<Round2>),
-    R3(Box<Round3>),
+    R3(Box<Round3<C>>),
     R4(Round4),
 }
 
@@ -122,22 +124,22 @@ fn wipe_zero3(m: &mut TransmitInitZeroSharePhase3to4) {
     m.salt.zeroize();
 }
 
-fn wipe_mul3(m: &mut TransmitInitMulPhase3to4<Secp256k1>) {
+fn wipe_mul3<C: DkmsCurve>(m: &mut TransmitInitMulPhase3to4<C>) {
     m.seed.zeroize();
     m.nonce.zeroize();
 }
 
 /// What phases 2 and 3 produced, held until every round-2 commitment is in (the transmit
 /// parts) and until phase 4 (the kept parts).
-struct Phase3Out {
-    correction: Scalar,
+struct Phase3Out<C: DkmsCurve> {
+    correction: C::Scalar,
     zero_kept: BTreeMap<Pi, KeepInitZeroSharePhase3to4>,
-    mul_kept: BTreeMap<Pi, KeepInitMulPhase3to4<Secp256k1>>,
+    mul_kept: BTreeMap<Pi, KeepInitMulPhase3to4<C>>,
     zero: BTreeMap<PartyIndex, TransmitInitZeroSharePhase3to4>,
-    mul: BTreeMap<PartyIndex, TransmitInitMulPhase3to4<Secp256k1>>,
+    mul: BTreeMap<PartyIndex, TransmitInitMulPhase3to4<C>>,
 }
 
-impl Drop for Phase3Out {
+impl<C: DkmsCurve> Drop for Phase3Out<C> {
     fn drop(&mut self) {
         self.correction.zeroize();
         for k in self.zero_kept.values_mut() {
@@ -164,7 +166,7 @@ enum Stage {
     Failed,
 }
 
-struct RefreshSession {
+struct RefreshSession<C: DkmsCurve> {
     /// The share being refreshed; dropped (and so zeroized) once phase 4 has used it.
     old: Option<KeyShare>,
     me: PartyIndex,
@@ -172,18 +174,18 @@ struct RefreshSession {
     session_id: [u8; 32],
     public_key: [u8; 33],
     generation: [u8; 32],
-    inbox: Inbox<Msg>,
+    inbox: Inbox<Msg<C>>,
     stage: Stage,
-    own_fragment: Option<Scalar>,
-    own_proof: Option<ProofCommitment<Secp256k1>>,
-    phase3: Option<Phase3Out>,
+    own_fragment: Option<C::Scalar>,
+    own_proof: Option<ProofCommitment<C>>,
+    phase3: Option<Phase3Out<C>>,
     generations: BTreeMap<PartyIndex, [u8; 32]>,
     received2: BTreeMap<PartyIndex, Round2>,
     result: Option<KeyShare>,
     confirmation: [u8; 32],
 }
 
-impl Drop for RefreshSession {
+impl<C: DkmsCurve> Drop for RefreshSession<C> {
     fn drop(&mut self) {
         if let Some(f) = self.own_fragment.as_mut() {
             f.zeroize();
@@ -193,14 +195,19 @@ impl Drop for RefreshSession {
 
 /// A public tag of the share generation: parties whose shares come from different runs
 /// (keygen, refresh, repair) hold different dkls23 session ids.
-fn generation(share: &KeyShare) -> [u8; 32] {
+fn generation<C: DkmsCurve>(share: &KeyShare) -> Result<[u8; 32], MpcError> {
     let mut h = Sha256::new();
     h.update(GENERATION_DOMAIN);
-    h.update(&share.party.session_id);
-    h.finalize().into()
+    h.update(&share.parts::<C>()?.party.session_id);
+    Ok(h.finalize().into())
 }
 
-fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Result<Msg, String> {
+fn decode_msg<C: DkmsCurve>(
+    me: PartyIndex,
+    from: PartyIndex,
+    round: u8,
+    payload: &[u8],
+) -> Result<Msg<C>, String> {
     Ok(match round {
         1 => Msg::R1(decode(payload)?),
         2 => {
@@ -209,7 +216,7 @@ fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Re
             Msg::R2(Box::new(m))
         }
         3 => {
-            let m: Round3 = decode(payload)?;
+            let m: Round3<C> = decode(payload)?;
             check_route(&m.zero.parties, from, me, "zero-share seed")?;
             check_route(&m.mul.parties, from, me, "multiplication setup")?;
             Msg::R3(Box::new(m))
@@ -219,7 +226,7 @@ fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Re
     })
 }
 
-impl RefreshSession {
+impl<C: DkmsCurve> RefreshSession<C> {
     fn new(share: KeyShare, cfg: RefreshConfig) -> Result<Self, MpcError> {
         let me = share.my_index();
         let n = share.participants().len() as u8;
@@ -229,7 +236,7 @@ impl RefreshSession {
             n,
             session_id: cfg.session_id,
             public_key: share.public_key(),
-            generation: generation(&share),
+            generation: generation::<C>(&share)?,
             inbox: Inbox::new(me, peers, LAST_ROUND),
             old: Some(share),
             stage: Stage::New,
@@ -255,7 +262,8 @@ impl RefreshSession {
 
     /// Round 1 out: q_me(j) for every peer j (q_me(0) = 0); q_me(me) stays here.
     fn round1(&mut self) -> Result<Vec<Outgoing>, MpcError> {
-        let mut fragments = Zeroizing::new(self.old()?.party.refresh_complete_phase1());
+        let mut fragments =
+            Zeroizing::new(self.old()?.parts::<C>()?.party.refresh_complete_phase1());
         if fragments.len() != usize::from(self.n) {
             return Err(MpcError::Internal(
                 "phase 1 output has the wrong length".into(),
@@ -263,7 +271,7 @@ impl RefreshSession {
         }
         let mut out = Vec::new();
         for j in self.inbox.peers().collect::<Vec<_>>() {
-            let msg = Round1 {
+            let msg = Round1::<C> {
                 generation: self.generation,
                 fragment: fragments[usize::from(j) - 1],
             };
@@ -279,7 +287,10 @@ impl RefreshSession {
     }
 
     /// Phases 2 and 3 (phase 3 needs nothing from others); round 2 out.
-    fn round2(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn round2(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         let own = self
             .own_fragment
             .take()
@@ -306,7 +317,7 @@ impl RefreshSession {
             )));
         }
         let sid = self.session_id;
-        let party = &self.old()?.party;
+        let party = &self.old()?.parts::<C>()?.party;
         let (correction, proof, zero_kept2, zero2) =
             party.refresh_complete_phase2(&sid, &fragments);
         fragments.iter_mut().for_each(Zeroize::zeroize);
@@ -356,7 +367,10 @@ impl RefreshSession {
     }
 
     /// Every commitment is in: open ours (round 3 out).
-    fn round3(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn round3(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         for (j, msg) in received {
             match msg {
                 Msg::R2(m) => {
@@ -395,7 +409,10 @@ impl RefreshSession {
     }
 
     /// Phase 4, the refreshed public package, and the confirmation (round 4 out).
-    fn round4(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn round4(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         let me = self.me;
         let mut received3 = BTreeMap::new();
         for (j, msg) in received {
@@ -438,7 +455,8 @@ impl RefreshSession {
             .old
             .take()
             .ok_or_else(|| MpcError::Internal("old share already consumed".into()))?;
-        let result = old.party.refresh_complete_phase4(
+        let parts = old.parts::<C>()?;
+        let result = parts.party.refresh_complete_phase4(
             &self.session_id,
             &phase3.correction,
             &proofs,
@@ -453,11 +471,11 @@ impl RefreshSession {
         drop(phase3);
         let party = result.map_err(|a| self.abort(&a))?;
         // Each verifying share moves by its party's committed correction, as in phase 4.
-        let package = old
+        let package = parts
             .package
             .refresh(&self.session_id, &proofs)
             .map_err(|reason| self.abort(&Abort::recoverable(party.party_index, reason)))?;
-        if compress(&party.pk) != self.public_key {
+        if compress::<C>(&party.pk) != self.public_key {
             return Err(MpcError::Internal(
                 "the refresh changed the public key".into(),
             ));
@@ -526,7 +544,10 @@ impl RefreshSession {
             .collect())
     }
 
-    fn finish(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<SessionOutput, MpcError> {
+    fn finish(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<SessionOutput, MpcError> {
         for (j, msg) in received {
             match msg {
                 Msg::R4(m) if m.confirmation == self.confirmation => {}
@@ -582,7 +603,7 @@ impl RefreshSession {
     }
 }
 
-impl Session for RefreshSession {
+impl<C: DkmsCurve> Session for RefreshSession<C> {
     fn start(&mut self) -> Result<Vec<Outgoing>, MpcError> {
         if self.stage != Stage::New {
             return Err(MpcError::Internal("session already started".into()));
@@ -654,6 +675,7 @@ mod tests {
                     threshold: t,
                     participants: participants.clone(),
                     my_index: i,
+                    curve: crate::Curve::Secp256k1,
                 };
                 (i, keygen(cfg).unwrap())
             })
@@ -689,11 +711,11 @@ mod tests {
 
     fn rewrite_round3(
         sender: PartyIndex,
-        change: impl Fn(&mut Round3),
+        change: impl Fn(&mut Round3<k256::Secp256k1>),
     ) -> impl FnMut(PartyIndex, &mut Outgoing) -> Delivery {
         move |from, msg| {
             if from == sender && msg.round == 3 {
-                let mut m: Round3 = decode(&msg.payload).unwrap();
+                let mut m: Round3<k256::Secp256k1> = decode(&msg.payload).unwrap();
                 change(&mut m);
                 msg.payload = encode_secret(&[], &m).unwrap();
             }
@@ -731,7 +753,10 @@ mod tests {
         // A party whose share is of another generation is refused before any secret moves
         // past round 1, and nobody is blamed.
         let mut mixed = fresh();
-        mixed[1].party.session_id.push(0);
+        match &mut mixed[1].body {
+            crate::share::Body::Secp256k1(p) => p.party.session_id.push(0),
+            crate::share::Body::P256(_) => unreachable!("made on secp256k1"),
+        }
         let err = run_local_with(sessions(mixed), |_, _| Delivery::Deliver).unwrap_err();
         assert!(matches!(err, MpcError::Aborted(_)), "{err}");
         assert!(err.to_string().contains("generation"), "{err}");

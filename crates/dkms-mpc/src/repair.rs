@@ -30,14 +30,14 @@
 //! the lost party's index gets that party's share. If the old holder still exists, it and
 //! the recipient together hold one share too many until the refresh.
 
+use crate::curve::{Curve, DkmsCurve, compress, decompress, with_curve};
 use crate::error::{MpcError, PartyIndex};
 use crate::keygen::pi;
-use crate::share::{KeyShare, ShareParticipant, check_parameters, compress};
+use crate::share::{KeyShare, ShareParticipant, check_parameters};
 use crate::wire::{Inbox, decode, encode_secret};
 use crate::{Outgoing, Progress, Session, SessionOutput};
 use dkls23::protocols::PublicKeyPackage;
 use dkls23::protocols::repair::{RepairError, RepairTerm, repair_assemble};
-use k256::Secp256k1;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,13 +72,14 @@ pub struct RepairPublic {
     /// Whether the key is exportable, as fixed at its creation: the helpers check it
     /// against their own shares, so the rebuilt share carries the key's real bit.
     pub exportable: bool,
+    pub curve: Curve,
 }
 
 /// Starts a helper's part of a repair. Ends with [`SessionOutput::Repaired`] once the
 /// recipient confirms that it rebuilt a share matching this helper's public package. The
 /// helper's own share is unchanged (the session drops its copy).
 pub fn repair_helper(share: KeyShare, cfg: RepairConfig) -> Result<Box<dyn Session>, MpcError> {
-    Ok(Box::new(HelperSession::new(share, cfg)?))
+    with_curve!(share.curve(), C => Ok(Box::new(HelperSession::<C>::new(share, cfg)?)))
 }
 
 /// Starts the recipient's part of a repair: `me` must be `cfg.lost`. Ends with
@@ -89,7 +90,7 @@ pub fn repair_recipient(
     cfg: RepairConfig,
     me: PartyIndex,
 ) -> Result<Box<dyn Session>, MpcError> {
-    Ok(Box::new(RecipientSession::new(public, cfg, me)?))
+    with_curve!(public.curve, C => Ok(Box::new(RecipientSession::<C>::new(public, cfg, me)?)))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -98,9 +99,10 @@ struct Request {
 }
 
 #[derive(Serialize, Deserialize)]
-struct TermMsg {
-    term: RepairTerm<Secp256k1>,
-    package: PublicKeyPackage<Secp256k1>,
+#[serde(bound = "")]
+struct TermMsg<C: DkmsCurve> {
+    term: RepairTerm<C>,
+    package: PublicKeyPackage<C>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -148,7 +150,7 @@ fn to_pi(parties: &[PartyIndex]) -> Result<Vec<dkls23::protocols::PartyIndex>, M
     parties.iter().map(|&p| pi(p)).collect()
 }
 
-fn package_hash(package: &PublicKeyPackage<Secp256k1>) -> Result<[u8; 32], MpcError> {
+fn package_hash<C: DkmsCurve>(package: &PublicKeyPackage<C>) -> Result<[u8; 32], MpcError> {
     let bytes = postcard::to_stdvec(package).map_err(|e| MpcError::Internal(e.to_string()))?;
     let mut h = Sha256::new();
     h.update(PACKAGE_DOMAIN);
@@ -157,20 +159,20 @@ fn package_hash(package: &PublicKeyPackage<Secp256k1>) -> Result<[u8; 32], MpcEr
 }
 
 /// What the recipient confirms and every helper recomputes from its own share.
-fn confirmation(
+fn confirmation<C: DkmsCurve>(
     session_id: &[u8; 32],
-    package: &PublicKeyPackage<Secp256k1>,
+    package: &PublicKeyPackage<C>,
     lost: PartyIndex,
 ) -> Result<[u8; 32], MpcError> {
     let verifying_share = package
         .verifying_share(pi(lost)?)
-        .map(compress)
+        .map(compress::<C>)
         .ok_or_else(|| MpcError::Internal(format!("no verifying share for party {lost}")))?;
     let mut h = Sha256::new();
     for part in [
         CONFIRM_DOMAIN,
         session_id,
-        &compress(package.verifying_key()),
+        &compress::<C>(package.verifying_key()),
         &verifying_share,
         &package_hash(package)?,
     ] {
@@ -199,7 +201,7 @@ fn repair_error(e: &RepairError) -> MpcError {
 // ---------------------------------------------------------------------------------------
 // Helper
 
-struct HelperSession {
+struct HelperSession<C: DkmsCurve> {
     /// Dropped (and so zeroized) once the term is computed.
     share: Option<KeyShare>,
     lost: PartyIndex,
@@ -209,6 +211,7 @@ struct HelperSession {
     expected: [u8; 32],
     inbox: Inbox<HelperMsg>,
     stage: Stage,
+    curve: std::marker::PhantomData<C>,
 }
 
 enum HelperMsg {
@@ -216,7 +219,7 @@ enum HelperMsg {
     Confirm(Confirm),
 }
 
-impl HelperSession {
+impl<C: DkmsCurve> HelperSession<C> {
     fn new(share: KeyShare, cfg: RepairConfig) -> Result<Self, MpcError> {
         let n = share.participants().len() as u8;
         let me = share.my_index();
@@ -231,7 +234,7 @@ impl HelperSession {
                 "this share was repaired itself and cannot help before the key is refreshed".into(),
             ));
         }
-        let expected = confirmation(&cfg.session_id, &share.package, cfg.lost)?;
+        let expected = confirmation(&cfg.session_id, &share.parts::<C>()?.package, cfg.lost)?;
         Ok(HelperSession {
             lost: cfg.lost,
             helpers,
@@ -241,6 +244,7 @@ impl HelperSession {
             inbox: Inbox::new(me, BTreeSet::from([cfg.lost]), LAST_ROUND),
             share: Some(share),
             stage: Stage::New,
+            curve: std::marker::PhantomData,
         })
     }
 
@@ -273,13 +277,14 @@ impl HelperSession {
             .share
             .take()
             .ok_or_else(|| MpcError::Internal("share already consumed".into()))?;
-        let term = share
+        let parts = share.parts::<C>()?;
+        let term = parts
             .party
             .repair_term(&to_pi(&self.helpers)?, pi(self.lost)?, &self.session_id)
             .map_err(|e| repair_error(&e))?;
         let msg = TermMsg {
             term,
-            package: share.package.clone(),
+            package: parts.package.clone(),
         };
         drop(share);
         Ok(vec![Outgoing {
@@ -330,7 +335,7 @@ impl HelperSession {
     }
 }
 
-impl Session for HelperSession {
+impl<C: DkmsCurve> Session for HelperSession<C> {
     fn start(&mut self) -> Result<Vec<Outgoing>, MpcError> {
         if self.stage != Stage::New {
             return Err(MpcError::Internal("session already started".into()));
@@ -376,7 +381,7 @@ impl Session for HelperSession {
     }
 }
 
-impl HelperSession {
+impl<C: DkmsCurve> HelperSession<C> {
     fn fail(&mut self, e: MpcError) -> MpcError {
         self.stage = Stage::Failed;
         self.inbox.clear();
@@ -388,15 +393,15 @@ impl HelperSession {
 // ---------------------------------------------------------------------------------------
 // Recipient
 
-struct RecipientSession {
+struct RecipientSession<C: DkmsCurve> {
     public: RepairPublic,
     me: PartyIndex,
     session_id: [u8; 32],
-    inbox: Inbox<TermMsg>,
+    inbox: Inbox<TermMsg<C>>,
     stage: Stage,
 }
 
-impl RecipientSession {
+impl<C: DkmsCurve> RecipientSession<C> {
     fn new(public: RepairPublic, cfg: RepairConfig, me: PartyIndex) -> Result<Self, MpcError> {
         check_parameters(public.threshold, &public.participants)
             .map_err(MpcError::BadParameters)?;
@@ -408,8 +413,12 @@ impl RecipientSession {
                 cfg.lost
             )));
         }
-        k256::PublicKey::from_sec1_bytes(&public.public_key)
-            .map_err(|_| MpcError::BadParameters("the public key does not parse".into()))?;
+        if public.curve != C::CURVE {
+            return Err(MpcError::Internal("repair started on another curve".into()));
+        }
+        decompress::<C>(&public.public_key).ok_or_else(|| {
+            MpcError::BadParameters(format!("the public key is no {} point", C::CURVE))
+        })?;
         Ok(RecipientSession {
             public,
             me,
@@ -419,19 +428,24 @@ impl RecipientSession {
         })
     }
 
-    fn decode_msg(&self, from: PartyIndex, round: u8, payload: &[u8]) -> Result<TermMsg, String> {
+    fn decode_msg(
+        &self,
+        from: PartyIndex,
+        round: u8,
+        payload: &[u8],
+    ) -> Result<TermMsg<C>, String> {
         if round != 2 {
             return Err(format!("a helper sends no round {round} message"));
         }
-        let m: TermMsg = decode(payload)?;
+        let m: TermMsg<C> = decode(payload)?;
         if m.term.helper.as_u8() != from || m.term.target.as_u8() != self.me {
             return Err(format!(
                 "term is labelled {} → {}, but came from {from} to {}",
                 m.term.helper, m.term.target, self.me
             ));
         }
-        if compress(&m.term.public_key) != self.public.public_key
-            || compress(m.package.verifying_key()) != self.public.public_key
+        if compress::<C>(&m.term.public_key) != self.public.public_key
+            || compress::<C>(m.package.verifying_key()) != self.public.public_key
         {
             return Err("term or package for another public key".into());
         }
@@ -466,7 +480,10 @@ impl RecipientSession {
     }
 
     /// Every term is in: assemble, check, confirm (round 3 out).
-    fn assemble(&mut self, received: BTreeMap<PartyIndex, TermMsg>) -> Result<Progress, MpcError> {
+    fn assemble(
+        &mut self,
+        received: BTreeMap<PartyIndex, TermMsg<C>>,
+    ) -> Result<Progress, MpcError> {
         let mut packages = BTreeMap::new();
         let mut terms = Vec::with_capacity(received.len());
         let mut package = None;
@@ -537,7 +554,7 @@ impl RecipientSession {
     }
 }
 
-impl Session for RecipientSession {
+impl<C: DkmsCurve> Session for RecipientSession<C> {
     fn start(&mut self) -> Result<Vec<Outgoing>, MpcError> {
         if self.stage != Stage::New {
             return Err(MpcError::Internal("session already started".into()));

@@ -132,6 +132,7 @@ pub fn session_id(
 fn scheme_tag(scheme: Scheme) -> &'static [u8] {
     match scheme {
         Scheme::Dkls23Secp256k1 => b"dkls23-secp256k1",
+        Scheme::Dkls23P256 => b"dkls23-p256",
     }
 }
 

@@ -1,12 +1,12 @@
 //! A node's share of one key and its stored format.
 
+use crate::curve::{Curve, DkmsCurve, compress, scalar_bytes, with_curve};
 use crate::error::{MpcError, PartyIndex};
 use crate::wire::{decode, encode_secret};
 use dkls23::protocols::{Party, PublicKeyPackage};
 use dkms_proto::NodeTag;
-use k256::Secp256k1;
 use k256::elliptic_curve::CurveAffine;
-use k256::elliptic_curve::group::GroupEncoding;
+use k256::elliptic_curve::group::{Curve as _, Group};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use zeroize::Zeroizing;
@@ -16,6 +16,9 @@ pub const SHARE_FORMAT_V1: u8 = 1;
 /// Version 2: version 1 plus the `exportable` bit fixed when the key was created. A
 /// version 1 share reads as not exportable.
 pub const SHARE_FORMAT_V2: u8 = 2;
+/// Version 3: a curve byte, then version 2's body on that curve. Versions 1 and 2 are
+/// secp256k1. secp256k1 shares are still written as version 2, which every release reads.
+pub const SHARE_FORMAT_V3: u8 = 3;
 
 /// A member of a key: its node tag and the X25519 key its envelopes are sealed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,33 +39,67 @@ pub struct KeyShare {
     /// Whether the key may leave the nodes whole (break-glass export). Set once, when the
     /// key is created on this node; refresh, repair and derivation carry it over.
     exportable: bool,
-    pub(crate) package: PublicKeyPackage<Secp256k1>,
-    pub(crate) party: Party<Secp256k1>,
+    pub(crate) body: Body,
 }
+
+/// The curve-specific part of a share.
+pub(crate) enum Body {
+    Secp256k1(Parts<k256::Secp256k1>),
+    P256(Parts<p256::NistP256>),
+}
+
+/// dkls23's state of one party: the key's public package and the party's secret side.
+pub(crate) struct Parts<C: DkmsCurve> {
+    pub(crate) package: PublicKeyPackage<C>,
+    pub(crate) party: Party<C>,
+}
+
+impl<C: DkmsCurve> Parts<C> {
+    fn verifying_share(&self, idx: dkls23::protocols::PartyIndex) -> Option<[u8; 33]> {
+        self.package.verifying_share(idx).map(compress::<C>)
+    }
+
+    fn secret(&self) -> Zeroizing<[u8; 32]> {
+        scalar_bytes::<C>(&self.party.poly_point)
+    }
+}
+
+/// Runs `$e` with `$p` bound to the share's [`Parts`], whatever its curve.
+macro_rules! with_parts {
+    ($body:expr, $p:ident => $e:expr) => {
+        match $body {
+            $crate::share::Body::Secp256k1($p) => $e,
+            $crate::share::Body::P256($p) => $e,
+        }
+    };
+}
+pub(crate) use with_parts;
 
 /// Version 2 as written: version 1's fields in the same order, then `exportable`.
 /// Postcard encoding. Never change: add a V3.
 #[derive(Serialize)]
-struct StoredV2Ref<'a> {
+#[serde(bound = "")]
+struct StoredV2Ref<'a, C: DkmsCurve> {
     key_id: [u8; 16],
     threshold: u8,
     my_index: u8,
     participants: Vec<StoredParticipant>,
     public_key: Vec<u8>,
-    package: &'a PublicKeyPackage<Secp256k1>,
-    party: &'a Party<Secp256k1>,
+    package: &'a PublicKeyPackage<C>,
+    party: &'a Party<C>,
     exportable: bool,
 }
 
 #[derive(Deserialize)]
-struct StoredV2 {
+#[serde(bound = "")]
+struct StoredV2<C: DkmsCurve> {
     key_id: [u8; 16],
     threshold: u8,
     my_index: u8,
     participants: Vec<StoredParticipant>,
     public_key: Vec<u8>,
-    package: PublicKeyPackage<Secp256k1>,
-    party: Party<Secp256k1>,
+    package: PublicKeyPackage<C>,
+    party: Party<C>,
     exportable: bool,
 }
 
@@ -74,8 +111,8 @@ struct StoredV1 {
     my_index: u8,
     participants: Vec<StoredParticipant>,
     public_key: Vec<u8>,
-    package: PublicKeyPackage<Secp256k1>,
-    party: Party<Secp256k1>,
+    package: PublicKeyPackage<k256::Secp256k1>,
+    party: Party<k256::Secp256k1>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -95,16 +132,10 @@ impl From<dkms_proto::node::Peer> for ShareParticipant {
 
 /// A party as `repair_assemble` builds it: share, key and derivation data, but no
 /// zero-share seeds and no multiplication state.
-fn is_hollow(party: &Party<Secp256k1>) -> bool {
+fn is_hollow<C: DkmsCurve>(party: &Party<C>) -> bool {
     party.mul_senders.is_empty()
         && party.mul_receivers.is_empty()
         && party.zero_share.seeds.is_empty()
-}
-
-pub(crate) fn compress(point: &k256::AffinePoint) -> [u8; 33] {
-    let mut out = [0u8; 33];
-    out.copy_from_slice(&point.to_bytes());
-    out
 }
 
 /// Checks the public parameters of a key: 2 ≤ threshold ≤ n ≤ 255 and distinct tags.
@@ -132,15 +163,15 @@ pub(crate) fn check_parameters(
 
 impl KeyShare {
     /// Builds a share and checks that it hangs together (see [`KeyShare::from_bytes`]).
-    pub(crate) fn new(
+    pub(crate) fn new<C: DkmsCurve>(
         key_id: uuid::Uuid,
         threshold: u8,
         my_index: PartyIndex,
         participants: Vec<ShareParticipant>,
-        package: PublicKeyPackage<Secp256k1>,
-        party: Party<Secp256k1>,
+        package: PublicKeyPackage<C>,
+        party: Party<C>,
     ) -> Result<Self, String> {
-        let public_key = compress(&party.pk);
+        let public_key = compress::<C>(&party.pk);
         let share = KeyShare {
             key_id,
             threshold,
@@ -148,11 +179,29 @@ impl KeyShare {
             participants,
             public_key,
             exportable: false,
-            package,
-            party,
+            body: C::wrap(Parts { package, party }),
         };
         share.validate()?;
         Ok(share)
+    }
+
+    /// The curve of the key.
+    pub fn curve(&self) -> Curve {
+        match self.body {
+            Body::Secp256k1(_) => Curve::Secp256k1,
+            Body::P256(_) => Curve::P256,
+        }
+    }
+
+    /// The dkls23 state, for a session that runs on curve `C`.
+    pub(crate) fn parts<C: DkmsCurve>(&self) -> Result<&Parts<C>, MpcError> {
+        C::parts(&self.body).ok_or_else(|| {
+            MpcError::BadParameters(format!(
+                "the share is on {}, the session on {}",
+                self.curve(),
+                C::CURVE
+            ))
+        })
     }
 
     /// Whether the key may be exported whole (fixed at creation; see [`KeyShare::with_exportable`]).
@@ -214,14 +263,14 @@ impl KeyShare {
     }
 
     pub fn needs_refresh(&self) -> bool {
-        is_hollow(&self.party)
+        with_parts!(&self.body, p => is_hollow(&p.party))
     }
 
     /// SEC1 compressed verifying share of `party` (its secret share times the generator),
     /// from the key's public package. Public data.
     pub fn verifying_share(&self, party: PartyIndex) -> Option<[u8; 33]> {
         let idx = dkls23::protocols::PartyIndex::new(party).ok()?;
-        self.package.verifying_share(idx).map(compress)
+        with_parts!(&self.body, p => p.verifying_share(idx))
     }
 
     /// The secret scalar share (big endian), for the break-glass export and backup paths
@@ -234,14 +283,19 @@ impl KeyShare {
     /// databases for these bytes. Never call this from production code.
     #[doc(hidden)]
     pub fn secret_scalar_for_leak_tests(&self) -> Zeroizing<[u8; 32]> {
-        use k256::elliptic_curve::PrimeField;
-        let mut out = Zeroizing::new([0u8; 32]);
-        out.copy_from_slice(&self.party.poly_point.to_repr());
-        out
+        with_parts!(&self.body, p => p.secret())
     }
 
-    /// The stored form: [`SHARE_FORMAT_V2`] then postcard. Contains the secret share.
+    /// The stored form: [`SHARE_FORMAT_V2`] (secp256k1) or [`SHARE_FORMAT_V3`] and the
+    /// curve byte, then postcard. Contains the secret share.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        match &self.body {
+            Body::Secp256k1(p) => self.encode(&[SHARE_FORMAT_V2], p),
+            Body::P256(p) => self.encode(&[SHARE_FORMAT_V3, Curve::P256.tag()], p),
+        }
+    }
+
+    fn encode<C: DkmsCurve>(&self, header: &[u8], parts: &Parts<C>) -> Zeroizing<Vec<u8>> {
         let stored = StoredV2Ref {
             key_id: *self.key_id.as_bytes(),
             threshold: self.threshold,
@@ -255,13 +309,13 @@ impl KeyShare {
                 })
                 .collect(),
             public_key: self.public_key.to_vec(),
-            package: &self.package,
-            party: &self.party,
+            package: &parts.package,
+            party: &parts.party,
             exportable: self.exportable,
         };
         // Serializing plain structs into a buffer of the computed size cannot fail; if it
         // ever did, an empty result fails loudly in from_bytes rather than storing garbage.
-        encode_secret(&[SHARE_FORMAT_V2], &stored).unwrap_or_default()
+        encode_secret(header, &stored).unwrap_or_default()
     }
 
     /// Reads a stored share and refuses it unless every part agrees: version, parameters,
@@ -271,10 +325,10 @@ impl KeyShare {
         let (&version, body) = bytes
             .split_first()
             .ok_or_else(|| MpcError::Corrupt("empty".into()))?;
-        let stored = match version {
+        match version {
             SHARE_FORMAT_V1 => {
                 let v1: StoredV1 = decode(body).map_err(MpcError::Corrupt)?;
-                StoredV2 {
+                Self::from_stored(StoredV2 {
                     key_id: v1.key_id,
                     threshold: v1.threshold,
                     my_index: v1.my_index,
@@ -284,15 +338,26 @@ impl KeyShare {
                     party: v1.party,
                     // Keys stored before the bit existed were never marked exportable.
                     exportable: false,
-                }
+                })
             }
-            SHARE_FORMAT_V2 => decode(body).map_err(MpcError::Corrupt)?,
-            other => {
-                return Err(MpcError::Corrupt(format!(
-                    "unknown share format version {other}"
-                )));
+            SHARE_FORMAT_V2 => {
+                Self::from_stored::<k256::Secp256k1>(decode(body).map_err(MpcError::Corrupt)?)
             }
-        };
+            SHARE_FORMAT_V3 => {
+                let (&tag, body) = body
+                    .split_first()
+                    .ok_or_else(|| MpcError::Corrupt("no curve byte".into()))?;
+                with_curve!(Curve::from_tag(tag)?, C => {
+                    Self::from_stored::<C>(decode(body).map_err(MpcError::Corrupt)?)
+                })
+            }
+            other => Err(MpcError::Corrupt(format!(
+                "unknown share format version {other}"
+            ))),
+        }
+    }
+
+    fn from_stored<C: DkmsCurve>(stored: StoredV2<C>) -> Result<KeyShare, MpcError> {
         let mut participants = Vec::with_capacity(stored.participants.len());
         for p in &stored.participants {
             let tag = p
@@ -317,67 +382,74 @@ impl KeyShare {
             participants,
             public_key,
             exportable: stored.exportable,
-            package: stored.package,
-            party: stored.party,
+            body: C::wrap(Parts {
+                package: stored.package,
+                party: stored.party,
+            }),
         };
         share.validate().map_err(MpcError::Corrupt)?;
         Ok(share)
     }
 
     fn validate(&self) -> Result<(), String> {
+        with_parts!(&self.body, p => self.validate_parts(p))
+    }
+
+    fn validate_parts<C: DkmsCurve>(&self, parts: &Parts<C>) -> Result<(), String> {
+        let Parts { package, party } = parts;
         check_parameters(self.threshold, &self.participants)?;
         let n = self.participants.len() as u8;
-        let params = &self.party.parameters;
+        let params = &party.parameters;
         if params.threshold != self.threshold || params.share_count != n {
             return Err(format!(
                 "share is {}-of-{} but the key is {}-of-{n}",
                 params.threshold, params.share_count, self.threshold
             ));
         }
-        if self.package.threshold() != self.threshold || self.package.share_count() != n {
+        if package.threshold() != self.threshold || package.share_count() != n {
             return Err("public key package parameters differ from the key's".into());
         }
         if self.my_index == 0 || self.my_index > n {
             return Err(format!("party index {} is not in 1..={n}", self.my_index));
         }
-        if self.party.party_index.as_u8() != self.my_index {
+        if party.party_index.as_u8() != self.my_index {
             return Err(format!(
                 "share belongs to party {}, not {}",
-                self.party.party_index, self.my_index
+                party.party_index, self.my_index
             ));
         }
-        if self.party.pk == k256::AffinePoint::identity() {
+        if party.pk == C::AffinePoint::identity() {
             return Err("public key is the identity".into());
         }
-        if compress(&self.party.pk) != self.public_key
-            || compress(self.package.verifying_key()) != self.public_key
+        if compress::<C>(&party.pk) != self.public_key
+            || compress::<C>(package.verifying_key()) != self.public_key
         {
             return Err("public key differs between the share's parts".into());
         }
         // A repaired share is hollow: no pairwise state at all (not a partial one), which
         // only a complete refresh fills in.
-        let hollow = is_hollow(&self.party);
+        let hollow = is_hollow(party);
         for i in 1..=n {
             let idx = dkls23::protocols::PartyIndex::new(i).map_err(|e| e.to_string())?;
-            if self.package.verifying_share(idx).is_none() {
+            if package.verifying_share(idx).is_none() {
                 return Err(format!("no verifying share for party {i}"));
             }
             if !hollow
                 && i != self.my_index
-                && (!self.party.mul_senders.contains_key(&idx)
-                    || !self.party.mul_receivers.contains_key(&idx))
+                && (!party.mul_senders.contains_key(&idx)
+                    || !party.mul_receivers.contains_key(&idx))
             {
                 return Err(format!("no multiplication state for party {i}"));
             }
         }
         if !hollow
-            && (self.party.mul_senders.len() != usize::from(n) - 1
-                || self.party.mul_receivers.len() != usize::from(n) - 1)
+            && (party.mul_senders.len() != usize::from(n) - 1
+                || party.mul_receivers.len() != usize::from(n) - 1)
         {
             return Err("multiplication state for parties outside the key".into());
         }
-        let mine = (k256::ProjectivePoint::GENERATOR * self.party.poly_point).to_affine();
-        if !self.package.verify_share(self.party.party_index, &mine) {
+        let mine = (C::ProjectivePoint::generator() * party.poly_point).to_affine();
+        if !package.verify_share(party.party_index, &mine) {
             return Err("secret share does not match this party's verifying share".into());
         }
         Ok(())

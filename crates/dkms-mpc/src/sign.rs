@@ -5,9 +5,10 @@
 //! 2. the multiplication replies, instance points and consistency values,
 //! 3. the shares (u, w) of the signature, sent to every other signer.
 //!
-//! The signature is low-S normalized and checked against the key's public key with k256
-//! before the session reports it.
+//! The signature is low-S normalized and checked against the key's public key with the
+//! curve's RustCrypto ECDSA verifier (k256 or p256) before the session reports it.
 
+use crate::curve::{DkmsCurve, with_curve};
 use crate::error::{MpcError, PartyIndex};
 use crate::share::KeyShare;
 use crate::wire::{Inbox, decode, encode_secret};
@@ -17,8 +18,6 @@ use dkls23::protocols::signing::{
     Broadcast3to4, KeepPhase1to2, KeepPhase2to3, SignData, TransmitPhase1to2, TransmitPhase2to3,
     UniqueKeep1to2, UniqueKeep2to3,
 };
-use k256::Secp256k1;
-use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use std::collections::{BTreeMap, BTreeSet};
 
 const LAST_ROUND: u8 = 3;
@@ -36,13 +35,13 @@ pub struct SignConfig {
 
 /// Starts a signing session with `share` (which the session owns and drops at the end).
 pub fn sign(share: KeyShare, cfg: SignConfig) -> Result<Box<dyn Session>, MpcError> {
-    Ok(Box::new(SignSession::new(share, cfg)?))
+    with_curve!(share.curve(), C => Ok(Box::new(SignSession::<C>::new(share, cfg)?)))
 }
 
-enum Msg {
+enum Msg<C: DkmsCurve> {
     R1(Box<TransmitPhase1to2>),
-    R2(Box<TransmitPhase2to3<Secp256k1>>),
-    R3(Broadcast3to4<Secp256k1>),
+    R2(Box<TransmitPhase2to3<C>>),
+    R3(Broadcast3to4<C>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -53,28 +52,27 @@ enum Stage {
     Failed,
 }
 
-type Kept1 = (
-    UniqueKeep1to2<Secp256k1>,
-    BTreeMap<Pi, KeepPhase1to2<Secp256k1>>,
-);
-type Kept2 = (
-    UniqueKeep2to3<Secp256k1>,
-    BTreeMap<Pi, KeepPhase2to3<Secp256k1>>,
-);
+type Kept1<C> = (UniqueKeep1to2<C>, BTreeMap<Pi, KeepPhase1to2<C>>);
+type Kept2<C> = (UniqueKeep2to3<C>, BTreeMap<Pi, KeepPhase2to3<C>>);
 
-struct SignSession {
+struct SignSession<C: DkmsCurve> {
     share: KeyShare,
     data: SignData,
     digest: [u8; 32],
-    inbox: Inbox<Msg>,
+    inbox: Inbox<Msg<C>>,
     stage: Stage,
-    kept1: Option<Kept1>,
-    kept2: Option<Kept2>,
+    kept1: Option<Kept1<C>>,
+    kept2: Option<Kept2<C>>,
     x_coord: Option<String>,
-    own_broadcast: Option<Broadcast3to4<Secp256k1>>,
+    own_broadcast: Option<Broadcast3to4<C>>,
 }
 
-fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Result<Msg, String> {
+fn decode_msg<C: DkmsCurve>(
+    me: PartyIndex,
+    from: PartyIndex,
+    round: u8,
+    payload: &[u8],
+) -> Result<Msg<C>, String> {
     let route = |sender: Pi, receiver: Pi| {
         if sender.as_u8() != from || receiver.as_u8() != me {
             Err(format!(
@@ -91,7 +89,7 @@ fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Re
             Msg::R1(Box::new(m))
         }
         2 => {
-            let m: TransmitPhase2to3<Secp256k1> = decode(payload)?;
+            let m: TransmitPhase2to3<C> = decode(payload)?;
             route(m.parties.sender, m.parties.receiver)?;
             Msg::R2(Box::new(m))
         }
@@ -100,11 +98,12 @@ fn decode_msg(me: PartyIndex, from: PartyIndex, round: u8, payload: &[u8]) -> Re
     })
 }
 
-impl SignSession {
+impl<C: DkmsCurve> SignSession<C> {
     fn new(share: KeyShare, cfg: SignConfig) -> Result<Self, MpcError> {
         let me = share.my_index();
         let n = share.participants().len();
         let t = usize::from(share.threshold());
+        share.parts::<C>()?;
         if share.needs_refresh() {
             return Err(MpcError::BadParameters(
                 "this share was repaired and cannot sign before the key is refreshed".into(),
@@ -167,6 +166,7 @@ impl SignSession {
     fn round1(&mut self) -> Result<Vec<Outgoing>, MpcError> {
         let (unique, kept, transmit) = self
             .share
+            .parts::<C>()?
             .party
             .sign_phase1(&self.data)
             .map_err(|a| self.abort(&a))?;
@@ -183,7 +183,10 @@ impl SignSession {
             .collect()
     }
 
-    fn round2(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn round2(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         let mut msgs = Vec::with_capacity(received.len());
         for (_, m) in received {
             match m {
@@ -197,6 +200,7 @@ impl SignSession {
             .ok_or_else(|| MpcError::Internal("phase 1 state missing".into()))?;
         let (unique, kept, transmit) = self
             .share
+            .parts::<C>()?
             .party
             .sign_phase2(&self.data, unique, kept, &msgs)
             .map_err(|a| self.abort(&a))?;
@@ -213,7 +217,10 @@ impl SignSession {
             .collect()
     }
 
-    fn round3(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<Vec<Outgoing>, MpcError> {
+    fn round3(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<Vec<Outgoing>, MpcError> {
         let mut msgs = Vec::with_capacity(received.len());
         for (_, m) in received {
             match m {
@@ -227,6 +234,7 @@ impl SignSession {
             .ok_or_else(|| MpcError::Internal("phase 2 state missing".into()))?;
         let (x_coord, broadcast) = self
             .share
+            .parts::<C>()?
             .party
             .sign_phase3(&self.data, unique, kept, &msgs)
             .map_err(|a| self.abort(&a))?;
@@ -244,7 +252,10 @@ impl SignSession {
             .collect())
     }
 
-    fn finish(&mut self, received: BTreeMap<PartyIndex, Msg>) -> Result<SessionOutput, MpcError> {
+    fn finish(
+        &mut self,
+        received: BTreeMap<PartyIndex, Msg<C>>,
+    ) -> Result<SessionOutput, MpcError> {
         let own = self
             .own_broadcast
             .take()
@@ -262,6 +273,7 @@ impl SignSession {
             .ok_or_else(|| MpcError::Internal("phase 3 result missing".into()))?;
         let (s_hex, v) = self
             .share
+            .parts::<C>()?
             .party
             .sign_phase4(&self.data, &x_coord, &msgs, true)
             .map_err(|a| self.abort(&a))?;
@@ -275,27 +287,16 @@ impl SignSession {
         Ok(SessionOutput::Signature(signature))
     }
 
-    /// Independent check with k256: verifies, low-S, and v recovers our key.
+    /// Independent check with the curve's RustCrypto verifier: verifies, low-S, and v
+    /// recovers our key.
     fn check(&self, sig: &Signature) -> Result<(), MpcError> {
-        let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(&self.share.public_key())
-            .map_err(|_| MpcError::Internal("share public key does not parse".into()))?;
-        let parsed = k256::ecdsa::Signature::from_scalars(sig.r, sig.s)
-            .map_err(|_| MpcError::Aborted("signature has an out-of-range r or s".into()))?;
-        if parsed.normalize_s() != parsed {
-            return Err(MpcError::Internal("signature is not low-S".into()));
-        }
-        key.verify_prehash(&self.digest, &parsed)
-            .map_err(|_| MpcError::Aborted("the assembled signature does not verify".into()))?;
-        let v = k256::ecdsa::RecoveryId::from_byte(sig.v)
-            .ok_or_else(|| MpcError::Internal(format!("recovery id {} out of range", sig.v)))?;
-        let recovered = k256::ecdsa::VerifyingKey::recover_from_prehash(&self.digest, &parsed, v)
-            .map_err(|_| MpcError::Internal("public key recovery failed".into()))?;
-        if recovered != key {
-            return Err(MpcError::Internal(
-                "recovery id does not recover the key".into(),
-            ));
-        }
-        Ok(())
+        crate::ecdsa::verify_signature(
+            C::CURVE,
+            &self.share.public_key(),
+            &self.digest,
+            &sig.to_bytes(),
+        )
+        .map_err(|e| MpcError::Aborted(format!("the assembled signature fails its check: {e}")))
     }
 
     fn advance(&mut self) -> Result<Progress, MpcError> {
@@ -331,7 +332,7 @@ impl SignSession {
     }
 }
 
-impl Session for SignSession {
+impl<C: DkmsCurve> Session for SignSession<C> {
     fn start(&mut self) -> Result<Vec<Outgoing>, MpcError> {
         if self.stage != Stage::New {
             return Err(MpcError::Internal("session already started".into()));

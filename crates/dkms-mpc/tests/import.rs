@@ -10,7 +10,6 @@ use dkms_mpc::{
     KeyShare, MpcError, PartyIndex, SessionOutput, ShareParticipant, SignConfig, Signature, sign,
 };
 use dkms_proto::NodeTag;
-use dkms_proto::node::Scheme;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::elliptic_curve::PrimeField;
 
@@ -63,6 +62,7 @@ fn imported_key() -> SecretScalar {
     parse_private_key_pem(
         &read("secp256k1-pkcs8-scrypt.pem"),
         Some(password().as_slice()),
+        dkms_mpc::Curve::Secp256k1,
     )
     .unwrap()
 }
@@ -76,7 +76,7 @@ fn sign_with(shares: &[Vec<u8>], signers: &[PartyIndex], digest: [u8; 32]) -> Si
         .collect();
     let sid = session_id(
         &first.key_id(),
-        Scheme::Dkls23Secp256k1,
+        first.curve().scheme(),
         &SessionKind::Sign {
             threshold: first.threshold(),
             participants: &all,
@@ -201,7 +201,8 @@ fn every_format_splits_to_the_same_public_key() {
         ("secp256k1-pkcs8-pbkdf2.pem", Some(password())),
         ("secp256k1-legacy-des3.pem", Some(password())),
     ] {
-        let key = parse_private_key_pem(&read(name), pw.as_deref()).unwrap();
+        let key =
+            parse_private_key_pem(&read(name), pw.as_deref(), dkms_mpc::Curve::Secp256k1).unwrap();
         let shares = split(&key, uuid::Uuid::nil(), 2, participants(2)).unwrap();
         assert!(
             shares.iter().all(|s| s.public_key() == expected_public()),

@@ -32,7 +32,7 @@ proptest! {
 
     #[test]
     fn arbitrary_text_never_panics(s in "\\PC{0,400}", pw in proptest::option::of("\\PC{0,12}")) {
-        let _ = parse_private_key_pem(&s, pw.as_deref().map(str::as_bytes));
+        let _ = parse_private_key_pem(&s, pw.as_deref().map(str::as_bytes), dkms_mpc::Curve::Secp256k1);
     }
 
     #[test]
@@ -52,7 +52,8 @@ proptest! {
             bytes[i] = byte;
         }
         let text = String::from_utf8_lossy(&bytes);
-        let _ = parse_private_key_pem(&text, Some(b"dkms import test passphrase"));
-        let _ = parse_private_key_pem(&text, None);
+        let _ = parse_private_key_pem(&text, Some(b"dkms import test passphrase"), dkms_mpc::Curve::Secp256k1);
+        let _ = parse_private_key_pem(&text, None, dkms_mpc::Curve::Secp256k1);
+        let _ = parse_private_key_pem(&text, None, dkms_mpc::Curve::P256);
     }
 }

@@ -47,6 +47,7 @@ fn keygen_sessions(key_id: uuid::Uuid, t: u8, n: u8) -> Vec<(PartyIndex, Box<dyn
                 threshold: t,
                 participants: ps.clone(),
                 my_index: i,
+                curve: dkms_mpc::Curve::Secp256k1,
             })
             .unwrap();
             (i, s)
@@ -177,7 +178,13 @@ fn check_signature(public_key: &[u8; 33], digest: &[u8; 32], sig: &Signature) {
     )
     .unwrap();
     assert_eq!(recovered, vk);
-    ecdsa::verify_signature(public_key, digest, &sig.to_bytes()).unwrap();
+    ecdsa::verify_signature(
+        dkms_mpc::Curve::Secp256k1,
+        public_key,
+        digest,
+        &sig.to_bytes(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -205,7 +212,7 @@ fn two_of_two_keygen_sign_and_eth_recovery() {
     let der = ecdsa::signature_der(&sig.to_bytes()).unwrap();
     assert_eq!(k256::ecdsa::Signature::from_der(&der).unwrap(), parsed);
     assert!(
-        ecdsa::public_key_pem(&pk)
+        ecdsa::public_key_pem(dkms_mpc::Curve::Secp256k1, &pk)
             .unwrap()
             .contains("BEGIN PUBLIC KEY")
     );
@@ -316,6 +323,7 @@ fn bad_keygen_configs_are_refused() {
         threshold: 2,
         participants: ps.clone(),
         my_index: 1,
+        curve: dkms_mpc::Curve::Secp256k1,
     };
     assert!(keygen(ok.clone()).is_ok());
     let mut dup = ps.clone();

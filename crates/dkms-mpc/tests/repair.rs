@@ -7,11 +7,10 @@ use common::*;
 use dkms_mpc::local::{Delivery, run_local, run_local_with};
 use dkms_mpc::session_id::{SessionKind, session_id};
 use dkms_mpc::{
-    KeyShare, MpcError, PartyIndex, RepairConfig, RepairPublic, Session, SessionOutput, SignConfig,
-    repair_helper, repair_recipient, sign,
+    Curve, KeyShare, MpcError, PartyIndex, RepairConfig, RepairPublic, Session, SessionOutput,
+    SignConfig, repair_helper, repair_recipient, sign,
 };
 use dkms_proto::NodeTag;
-use dkms_proto::node::Scheme;
 use std::time::Instant;
 
 fn public_of_key(share: &KeyShare) -> RepairPublic {
@@ -21,6 +20,7 @@ fn public_of_key(share: &KeyShare) -> RepairPublic {
         participants: share.participants().to_vec(),
         public_key: share.public_key(),
         exportable: share.exportable(),
+        curve: share.curve(),
     }
 }
 
@@ -32,7 +32,7 @@ fn repair_id(share: &KeyShare, lost: PartyIndex, helpers: &[PartyIndex]) -> [u8;
         .collect();
     session_id(
         &share.key_id(),
-        Scheme::Dkls23Secp256k1,
+        share.curve().scheme(),
         &SessionKind::Repair {
             threshold: share.threshold(),
             participants: &all,
@@ -277,4 +277,20 @@ fn the_exportable_bit_survives_repair_refresh_and_derivation() {
         !run_keygen(2, 2)[0].exportable(),
         "not exportable by default"
     );
+}
+
+#[test]
+fn a_p256_key_loses_a_member_is_repaired_refreshed_and_signs() {
+    let mut shares = run_keygen_on(Curve::P256, 2, 3);
+    let public = public_of_key(&shares[0]);
+    assert_eq!(public.curve, Curve::P256);
+    drop(shares.remove(1)); // party 2's disk is gone
+    let repaired = run_repair(copies(&shares), public, 2);
+    assert_eq!(repaired.curve(), Curve::P256);
+    assert!(repaired.needs_refresh());
+    let third = shares.pop().unwrap();
+    let first = shares.pop().unwrap();
+    let refreshed = run_refresh(vec![first, repaired, third], 9);
+    sign_and_verify(copies(&refreshed), &[1, 2], [0x61; 32]);
+    sign_and_verify(refreshed, &[2, 3], [0x62; 32]);
 }

@@ -571,7 +571,7 @@ async fn drive_session(
                 replacement,
                 sealed: sealed_share,
             };
-            return restore_share(ctx, key_id, &params).await;
+            return restore_share(ctx, &start, &params).await;
         }
         Operation::Delete => {
             let store = ctx.store.clone();
@@ -865,6 +865,7 @@ async fn prepare_keygen(
         threshold,
         participants: share_participants,
         my_index,
+        curve: dkms_mpc::Curve::of_scheme(start.scheme),
     })
     .map_err(|e| Failure::bad(e.to_string()))?;
     debug!(me = roster.me, "keygen session prepared");
@@ -893,6 +894,20 @@ fn ensure_generation(
             "this node holds generation {current} of key {key_id}, not the committed generation {generation}"
         ),
     })
+}
+
+/// Refuses a session whose scheme is not the one of the key's share: the gateway named
+/// the wrong curve, and the session id would bind a scheme the share does not run.
+fn check_scheme(share: &KeyShare, start: &SessionStart) -> Result<(), Failure> {
+    let announced = dkms_mpc::Curve::of_scheme(start.scheme);
+    if share.curve() != announced {
+        return Err(Failure::bad(format!(
+            "the session is for a {announced} key, but this node's share of key {} is on {}",
+            start.key_id,
+            share.curve()
+        )));
+    }
+    Ok(())
 }
 
 /// Loads this node's live share of `key_id`.
@@ -938,6 +953,7 @@ async fn prepare_refresh(
         )));
     }
     let mut share = load_share(ctx, key_id).await?;
+    check_scheme(&share, start)?;
     if let Some(r) = replacement {
         adopt_replacement(ctx, &mut share, r).await?;
     } else if share.needs_refresh() {
@@ -1173,6 +1189,7 @@ async fn prepare_repair(
                 participants: after.clone(),
                 public_key,
                 exportable: p.exportable,
+                curve: dkms_mpc::Curve::of_scheme(start.scheme),
             },
             cfg,
             lost,
@@ -1195,6 +1212,7 @@ async fn prepare_repair(
     let generation = p.generation;
     blocking(move || ensure_generation(&store, &key_id, generation)).await??;
     let share = load_share(ctx, key_id).await?;
+    check_scheme(&share, start)?;
     let mine = share.participants();
     let agrees = mine.len() == after.len()
         && mine.iter().zip(&after).enumerate().all(|(i, (a, b))| {
@@ -1232,6 +1250,7 @@ async fn prepare_sign(
     let key_id = start.key_id;
     blocking(move || ensure_generation(&store, &key_id, generation)).await??;
     let share = load_share(ctx, key_id).await?;
+    check_scheme(&share, start)?;
     if share.key_id() != key_id {
         return Err(Failure::internal("stored share belongs to another key"));
     }
@@ -1328,6 +1347,7 @@ async fn import_share(
             .map_err(|e| {
                 Failure::bad(format!("the sealed share does not open or validate: {e}"))
             })?;
+    check_scheme(&share, start)?;
     let announced: Vec<ShareParticipant> = participants
         .iter()
         .cloned()
@@ -1396,9 +1416,10 @@ struct RestoreParams<'a> {
 /// member's share) by the refresh that follows.
 async fn restore_share(
     ctx: &Arc<NodeContext>,
-    key_id: uuid::Uuid,
+    start: &SessionStart,
     p: &RestoreParams<'_>,
 ) -> Result<Outcome, Failure> {
+    let key_id = start.key_id;
     let me = &p.replacement.member;
     if me.tag != ctx.tag || me.encryption_key != ctx.enc.public_key() {
         return Err(Failure::bad(
@@ -1445,6 +1466,7 @@ async fn restore_share(
             "the restore blob does not open for this node, member and generation, or holds no valid share: {e}"
         ))
     })?;
+    check_scheme(&share, start)?;
     let index = share.my_index();
     let agrees = share.threshold() == p.threshold
         && share.public_key() == public_key
@@ -1586,7 +1608,8 @@ mod tests {
         ];
         let members: Vec<ShareParticipant> = peers.iter().cloned().map(Into::into).collect();
         let pem = "-----BEGIN EC PRIVATE KEY-----\nMC4CAQEEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHoAcGBSuBBAAK\n-----END EC PRIVATE KEY-----\n";
-        let secret = dkms_mpc::import::parse_private_key_pem(pem, None).unwrap();
+        let secret =
+            dkms_mpc::import::parse_private_key_pem(pem, None, dkms_mpc::Curve::Secp256k1).unwrap();
         let key_id = uuid::Uuid::new_v4();
         let mut shares = dkms_mpc::import::split(&secret, key_id, 2, members).unwrap();
         let sealed = dkms_mpc::import::seal_share(&shares.remove(0)).unwrap();
@@ -1642,7 +1665,8 @@ mod tests {
             },
         ];
         let pem = "-----BEGIN EC PRIVATE KEY-----\nMC4CAQEEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHoAcGBSuBBAAK\n-----END EC PRIVATE KEY-----\n";
-        let secret = dkms_mpc::import::parse_private_key_pem(pem, None).unwrap();
+        let secret =
+            dkms_mpc::import::parse_private_key_pem(pem, None, dkms_mpc::Curve::Secp256k1).unwrap();
         let (_, client) = dkms_mpc::export::new_recipient().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

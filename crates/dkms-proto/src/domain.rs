@@ -145,14 +145,35 @@ impl FromStr for Digest32 {
 /// Key types of API.md. Only the ones a scheme implements are accepted by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KeyType {
+    /// ECDSA on secp256k1.
     #[serde(rename = "ECDSA_K1")]
     EcdsaK1,
+    /// ECDSA on NIST P-256 (secp256r1).
+    #[serde(rename = "ECDSA_R1")]
+    EcdsaR1,
 }
 
 impl KeyType {
     pub fn as_str(self) -> &'static str {
         match self {
             KeyType::EcdsaK1 => "ECDSA_K1",
+            KeyType::EcdsaR1 => "ECDSA_R1",
+        }
+    }
+
+    /// The threshold scheme that runs keys of this type.
+    pub fn scheme(self) -> crate::node::Scheme {
+        match self {
+            KeyType::EcdsaK1 => crate::node::Scheme::Dkls23Secp256k1,
+            KeyType::EcdsaR1 => crate::node::Scheme::Dkls23P256,
+        }
+    }
+
+    /// The scheme's name as the metadata store records it.
+    pub fn scheme_name(self) -> &'static str {
+        match self {
+            KeyType::EcdsaK1 => "DKLS23_SECP256K1",
+            KeyType::EcdsaR1 => "DKLS23_P256",
         }
     }
 }
@@ -162,11 +183,12 @@ impl FromStr for KeyType {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         match s {
             "ECDSA_K1" => Ok(KeyType::EcdsaK1),
-            "ECDSA_R1" | "EDDSA_ED25519" | "SCHNORR_BIP340" => Err(ParseError(format!(
-                "key type {s} is not supported yet; supported: ECDSA_K1"
+            "ECDSA_R1" => Ok(KeyType::EcdsaR1),
+            "EDDSA_ED25519" | "SCHNORR_BIP340" => Err(ParseError(format!(
+                "key type {s} is not supported yet; supported: ECDSA_K1, ECDSA_R1"
             ))),
             other => Err(ParseError(format!(
-                "unknown key type {other:?}; supported: ECDSA_K1"
+                "unknown key type {other:?}; supported: ECDSA_K1, ECDSA_R1"
             ))),
         }
     }
@@ -336,6 +358,8 @@ mod tests {
     #[test]
     fn key_types() {
         assert_eq!("ECDSA_K1".parse::<KeyType>().unwrap(), KeyType::EcdsaK1);
+        assert_eq!("ECDSA_R1".parse::<KeyType>().unwrap(), KeyType::EcdsaR1);
+        assert!("EDDSA_ED25519".parse::<KeyType>().is_err());
         assert!("RSA".parse::<KeyType>().is_err());
         assert!("ecdsa_k1".parse::<KeyType>().is_err());
     }

@@ -39,6 +39,8 @@ pub struct Peer {
 pub enum Scheme {
     /// DKLs23 threshold ECDSA on secp256k1.
     Dkls23Secp256k1,
+    /// DKLs23 threshold ECDSA on NIST P-256.
+    Dkls23P256,
 }
 
 /// What a session is for. Every node checks these parameters itself before it takes part.

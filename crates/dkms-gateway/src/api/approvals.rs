@@ -75,6 +75,12 @@ pub(super) async fn submit_sign(
             ),
         ));
     }
+    if ask.tx.is_some() && super::key_curve(&key.key_type)? != dkms_mpc::Curve::Secp256k1 {
+        return Err(ApiError::invalid(format!(
+            "sign/tx builds Ethereum transactions, which need an ECDSA_K1 key; key {} is {}",
+            key.key_id, key.key_type
+        )));
+    }
     if let Some(p) = &ask.derivation_path {
         // Checks that the key can derive (it has a chain code) before anything is stored.
         super::derived(state, &key, p).await?;

@@ -5,11 +5,10 @@ use dkms_mpc::envelope::EncryptionKeypair;
 use dkms_mpc::local::run_local;
 use dkms_mpc::session_id::{SessionKind, session_id};
 use dkms_mpc::{
-    KeyShare, KeygenConfig, MpcError, PartyIndex, RefreshConfig, Session, SessionOutput,
+    Curve, KeyShare, KeygenConfig, MpcError, PartyIndex, RefreshConfig, Session, SessionOutput,
     ShareParticipant, SignConfig, Signature, keygen, refresh, sign,
 };
 use dkms_proto::NodeTag;
-use dkms_proto::node::Scheme;
 use k256::ecdsa::signature::hazmat::PrehashVerifier;
 use k256::elliptic_curve::PrimeField;
 use k256::elliptic_curve::group::GroupEncoding;
@@ -43,11 +42,15 @@ pub fn keys(outputs: Vec<SessionOutput>) -> Vec<KeyShare> {
 }
 
 pub fn run_keygen(t: u8, n: u8) -> Vec<KeyShare> {
+    run_keygen_on(Curve::Secp256k1, t, n)
+}
+
+pub fn run_keygen_on(curve: Curve, t: u8, n: u8) -> Vec<KeyShare> {
     let key_id = uuid::Uuid::new_v4();
     let ps = participants(n);
     let sid = session_id(
         &key_id,
-        Scheme::Dkls23Secp256k1,
+        curve.scheme(),
         &SessionKind::Keygen {
             threshold: t,
             participants: &tags(&ps),
@@ -63,20 +66,22 @@ pub fn run_keygen(t: u8, n: u8) -> Vec<KeyShare> {
                 threshold: t,
                 participants: ps.clone(),
                 my_index: i,
+                curve,
             };
             (i, keygen(cfg).unwrap())
         })
         .collect();
     let started = Instant::now();
     let shares = keys(run_local(sessions).unwrap());
-    eprintln!("keygen {t}-of-{n}: {:?}", started.elapsed());
+    eprintln!("keygen {t}-of-{n} on {curve}: {:?}", started.elapsed());
+    assert!(shares.iter().all(|s| s.curve() == curve));
     shares
 }
 
 pub fn refresh_id(share: &KeyShare, nonce: u8) -> [u8; 32] {
     session_id(
         &share.key_id(),
-        Scheme::Dkls23Secp256k1,
+        share.curve().scheme(),
         &SessionKind::Refresh {
             threshold: share.threshold(),
             participants: &tags(share.participants()),
@@ -148,7 +153,7 @@ pub fn sign_sessions(
         .collect();
     let sid = session_id(
         &shares[0].key_id(),
-        Scheme::Dkls23Secp256k1,
+        shares[0].curve().scheme(),
         &SessionKind::Sign {
             threshold: shares[0].threshold(),
             participants: &all,
@@ -200,12 +205,38 @@ pub fn verifies(public_key: &[u8; 33], digest: &[u8; 32], sig: &Signature) -> bo
     vk.verify_prehash(digest, &parsed).is_ok()
 }
 
+/// The same for a P-256 key, by p256 alone.
+pub fn verifies_p256(public_key: &[u8; 33], digest: &[u8; 32], sig: &Signature) -> bool {
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(public_key).unwrap();
+    let Ok(parsed) = p256::ecdsa::Signature::from_scalars(sig.r, sig.s) else {
+        return false;
+    };
+    vk.verify_prehash(digest, &parsed).is_ok()
+}
+
+/// Verifies with the independent verifier of the key's curve.
+pub fn verifies_on(
+    curve: Curve,
+    public_key: &[u8; 33],
+    digest: &[u8; 32],
+    sig: &Signature,
+) -> bool {
+    match curve {
+        Curve::Secp256k1 => verifies(public_key, digest, sig),
+        Curve::P256 => verifies_p256(public_key, digest, sig),
+    }
+}
+
 pub fn sign_and_verify(shares: Vec<KeyShare>, signers: &[PartyIndex], digest: [u8; 32]) {
     let pk = shares[0].public_key();
+    let curve = shares[0].curve();
     let sigs = try_sign(shares, signers, digest).unwrap();
     assert_eq!(sigs.len(), signers.len());
     assert!(sigs.iter().all(|s| *s == sigs[0]), "all signers agree");
-    assert!(verifies(&pk, &digest, &sigs[0]), "signature verifies");
+    assert!(
+        verifies_on(curve, &pk, &digest, &sigs[0]),
+        "signature verifies"
+    );
 }
 
 /// A copy through the stored form (KeyShare is deliberately not Clone).
