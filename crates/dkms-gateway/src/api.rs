@@ -1584,8 +1584,7 @@ async fn key_recover(
             instance_id.clone(),
             key.key_id.clone(),
             Some(orchestrator::Recovery {
-                lost,
-                newcomer,
+                replacements: vec![(lost, newcomer)],
                 rebuild: orchestrator::Rebuild::Repair,
             }),
             permit,

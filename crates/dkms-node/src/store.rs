@@ -42,9 +42,14 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_NAME);
 const STAGED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(STAGED_NAME);
 /// The generation of the share in `shares` (absent = 0, the generation a key is born with).
 const GENERATIONS: TableDefinition<&[u8; 16], u32> = TableDefinition::new(GENERATIONS_NAME);
-/// The repair this node last helped with, per key: generation (u32 big endian) ‖ the lost
-/// member's tag. Public facts, kept to refuse a second repair of another member.
+/// The repairs this node helped with at the latest share generation it helped at, per
+/// key: generation (u32 big endian) ‖ the lost members' tags joined by `,` (a byte no tag
+/// holds, so a record of the first format, with one tag, reads as a set of one). Public
+/// facts, kept to refuse rebuilding more members of one generation than the key allows.
 const REPAIRS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(REPAIRS_NAME);
+
+/// Between the tags of a `repairs_helped` record.
+const REPAIR_TAG_SEPARATOR: u8 = b',';
 
 /// Domain separator at the start of every record's associated data.
 const AAD_DOMAIN: &[u8] = b"dkms/node-store/v1";
@@ -265,39 +270,54 @@ impl NodeStore {
     }
 
     /// Records that this node helps repair member `lost` of `key_id` at `generation`.
-    /// `Ok(false)` if it already helped repair a different member at that generation: two
-    /// repaired shares of one generation could be combined, so a second member is repaired
-    /// only after the refresh of the first has moved the key to a new generation.
+    /// `Ok(false)` if that would make more than `limit` distinct members it helped repair at
+    /// that generation: each repair hands its recipient a real share of the generation, and
+    /// the caller's `limit` (below the key's threshold, from this node's own share) keeps
+    /// the rebuilt shares from making the key together. The same member again (a retried
+    /// recovery) is always allowed; a new generation starts a new set.
     pub fn record_repair_help(
         &self,
         key_id: &uuid::Uuid,
         generation: u32,
         lost: &str,
+        limit: usize,
     ) -> Result<bool, StoreError> {
-        let mut value = generation.to_be_bytes().to_vec();
-        value.extend_from_slice(lost.as_bytes());
+        if lost.is_empty() || lost.as_bytes().contains(&REPAIR_TAG_SEPARATOR) {
+            return Ok(false);
+        }
         let txn = self.db.begin_write().map_err(db)?;
-        {
+        let allowed = {
             let mut table = txn.open_table(REPAIRS).map_err(db)?;
             let previous = table
                 .get(key_id.as_bytes())
                 .map_err(db)?
                 .map(|g| g.value().to_vec());
-            if let Some(prev) = previous
-                && let Some((g, tag)) = prev.split_at_checked(4)
-                && g == generation.to_be_bytes()
-                && tag != lost.as_bytes()
-            {
-                drop(table);
-                txn.abort().map_err(db)?;
-                return Ok(false);
+            let mut helped: Vec<&[u8]> = previous
+                .as_deref()
+                .and_then(|prev| prev.split_at_checked(4))
+                .filter(|(g, _)| *g == generation.to_be_bytes())
+                .map(|(_, tags)| {
+                    tags.split(|b| *b == REPAIR_TAG_SEPARATOR)
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if helped.contains(&lost.as_bytes()) {
+                true
+            } else if helped.len() >= limit {
+                false
+            } else {
+                helped.push(lost.as_bytes());
+                let mut value = generation.to_be_bytes().to_vec();
+                value.extend_from_slice(&helped.join(&REPAIR_TAG_SEPARATOR));
+                table
+                    .insert(key_id.as_bytes(), value.as_slice())
+                    .map_err(db)?;
+                true
             }
-            table
-                .insert(key_id.as_bytes(), value.as_slice())
-                .map_err(db)?;
-        }
+        };
         txn.commit().map_err(db)?;
-        Ok(true)
+        Ok(allowed)
     }
 
     /// Deletes a key share, with any staged successor; `true` if there was one.
@@ -877,21 +897,80 @@ mod tests {
     }
 
     #[test]
-    fn a_helper_repairs_one_member_per_generation() {
+    fn a_helper_repairs_at_most_the_limit_of_members_per_generation() {
         let dir = tempfile::tempdir().unwrap();
         let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
-        assert!(store.record_repair_help(&id(1), 0, "c").unwrap());
-        assert!(store.record_repair_help(&id(1), 0, "c").unwrap(), "a retry");
-        assert!(!store.record_repair_help(&id(1), 0, "b").unwrap());
+        // Limit 1 (a 2-of-3 key): one member per generation, as before.
+        assert!(store.record_repair_help(&id(1), 0, "c", 1).unwrap());
         assert!(
-            store.record_repair_help(&id(2), 0, "b").unwrap(),
+            store.record_repair_help(&id(1), 0, "c", 1).unwrap(),
+            "a retry"
+        );
+        assert!(!store.record_repair_help(&id(1), 0, "b", 1).unwrap());
+        assert!(
+            store.record_repair_help(&id(2), 0, "b", 1).unwrap(),
             "another key"
         );
         assert!(
-            store.record_repair_help(&id(1), 1, "b").unwrap(),
+            store.record_repair_help(&id(1), 1, "b", 1).unwrap(),
             "next generation"
         );
-        assert!(!store.record_repair_help(&id(1), 1, "c").unwrap());
+        assert!(!store.record_repair_help(&id(1), 1, "c", 1).unwrap());
+
+        // Limit 2 (a 3-of-5 key): two members pass, in any order and with retries; a
+        // third is refused, and the refusal records nothing.
+        assert!(store.record_repair_help(&id(3), 4, "n4", 2).unwrap());
+        assert!(store.record_repair_help(&id(3), 4, "n5", 2).unwrap());
+        assert!(
+            store.record_repair_help(&id(3), 4, "n4", 2).unwrap(),
+            "a retry"
+        );
+        assert!(
+            store.record_repair_help(&id(3), 4, "n5", 2).unwrap(),
+            "a retry"
+        );
+        assert!(!store.record_repair_help(&id(3), 4, "n1", 2).unwrap());
+        assert!(!store.record_repair_help(&id(3), 4, "n1", 2).unwrap());
+        assert!(store.record_repair_help(&id(3), 4, "n5", 2).unwrap());
+        // Limit 4 (5-of-9): four pass, the fifth is refused.
+        for (i, tag) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            assert!(store.record_repair_help(&id(4), 0, tag, 4).unwrap(), "{i}");
+        }
+        assert!(!store.record_repair_help(&id(4), 0, "e", 4).unwrap());
+        // A key that cannot spare a member (t = n) allows none; a tag with the
+        // separator is never recorded.
+        assert!(!store.record_repair_help(&id(5), 0, "a", 0).unwrap());
+        assert!(!store.record_repair_help(&id(5), 0, "a,b", 3).unwrap());
+        assert!(!store.record_repair_help(&id(5), 0, "", 3).unwrap());
+        // The set survives reopening the store.
+        drop(store);
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        assert!(store.record_repair_help(&id(3), 4, "n4", 2).unwrap());
+        assert!(!store.record_repair_help(&id(3), 4, "n2", 2).unwrap());
+    }
+
+    #[test]
+    fn a_repair_record_of_the_first_format_reads_as_one_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        // Written as the one-member code wrote it: u32be(generation) ‖ tag.
+        let old: &[u8] = b"\x00\x00\x00\x07node3";
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(REPAIRS)
+            .unwrap()
+            .insert(id(1).as_bytes(), old)
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(store.record_repair_help(&id(1), 7, "node3", 1).unwrap());
+        assert!(!store.record_repair_help(&id(1), 7, "node2", 1).unwrap());
+        assert!(store.record_repair_help(&id(1), 7, "node2", 2).unwrap());
+        assert!(!store.record_repair_help(&id(1), 7, "node1", 2).unwrap());
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(REPAIRS).unwrap();
+        assert_eq!(
+            table.get(id(1).as_bytes()).unwrap().unwrap().value(),
+            b"\x00\x00\x00\x07node3,node2"
+        );
     }
 
     #[test]
