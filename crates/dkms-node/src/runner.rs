@@ -410,11 +410,17 @@ struct Roster {
     peers: HashMap<PartyIndex, ShareParticipant>,
 }
 
-/// The repair a helper takes part in, recorded in its store (`record_repair_help`).
+/// The repair a helper takes part in, recorded in its store (`record_repair_help`): every
+/// member the recovery replaces, not only the one this session rebuilds. Together with
+/// helpers fixed by the replaced set (see [`prepare_repair`]), any two repairs of one
+/// generation then share a helper that saw both replaced sets, so a gateway cannot have
+/// more than `limit` members rebuilt from one generation by splitting them across
+/// recoveries with different helpers.
 #[derive(Clone)]
 struct RepairHelp {
     generation: u32,
-    lost: NodeTag,
+    /// The member this session rebuilds first, then the recovery's other lost members.
+    replaced: Vec<NodeTag>,
     /// How many members of the key may be rebuilt from one generation, from the helper's
     /// own share ([`node::max_lost_at_once`]).
     limit: usize,
@@ -706,13 +712,14 @@ async fn send_all(
         let (store, key_id, help) = (ctx.store.clone(), start.key_id, help.clone());
         let limit = help.limit;
         let allowed = blocking(move || {
-            store.record_repair_help(&key_id, help.generation, help.lost.as_str(), limit)
+            let replaced: Vec<&str> = help.replaced.iter().map(NodeTag::as_str).collect();
+            store.record_repair_help(&key_id, help.generation, &replaced, limit)
         })
         .await?
         .map_err(|e| Failure::internal(e.to_string()))?;
         if !allowed {
             return Err(Failure::bad(format!(
-                "this node already helped rebuild {limit} other member(s) of this key at this share generation, as many as the key allows (fewer than its threshold); recover them, or refresh the key, first"
+                "with the members this recovery replaces, this node would have helped repairs of more than {limit} members of this key at this share generation, more than the key allows (fewer than its threshold); retry the recovery with the members named before, or refresh the key first"
             )));
         }
     }
@@ -1108,6 +1115,15 @@ async fn pin_replacement(ctx: &Arc<NodeContext>, operation: &Operation) -> Resul
     .map_err(|e| Failure::internal(e.to_string()))
 }
 
+/// The places (0-based, key order) of a repair's helpers: the first `threshold` of the
+/// `members` places that the recovery does not replace.
+fn repair_helper_places(members: usize, replaced: &[usize], threshold: usize) -> Vec<usize> {
+    (0..members)
+        .filter(|i| !replaced.contains(i))
+        .take(threshold)
+        .collect()
+}
+
 /// The parameters of a repair as the gateway sent them.
 struct RepairParams<'a> {
     generation: u32,
@@ -1192,7 +1208,23 @@ async fn prepare_repair(
             h.0
         )));
     }
+    // The helpers must be the first `threshold` members, in key order, that the recovery
+    // does not replace (the gateway's own choice). With every helper recording all the
+    // replaced members it is told of (`RepairHelp`), repairs of one generation cannot
+    // use disjoint helper sets to rebuild more members than the limit.
+    let slots: Vec<usize> = replaced.iter().map(|(slot, _)| *slot).collect();
+    let expected: Vec<PartyIndex> =
+        repair_helper_places(after.len(), &slots, usize::from(p.threshold))
+            .into_iter()
+            .map(|i| (i + 1) as PartyIndex)
+            .collect();
     helper_indices.sort_unstable();
+    if helper_indices != expected {
+        return Err(Failure::bad(format!(
+            "the helpers must be the first {} members, in key order, that the recovery does not replace",
+            p.threshold
+        )));
+    }
     let helper_tags: Vec<NodeTag> = helper_indices
         .iter()
         .map(|&i| tags[usize::from(i) - 1].clone())
@@ -1316,7 +1348,7 @@ async fn prepare_repair(
     let session = dkms_mpc::repair_helper(share, cfg).map_err(|e| Failure::bad(e.to_string()))?;
     let help = Some(RepairHelp {
         generation,
-        lost: p.replacement.lost.clone(),
+        replaced: replaced.iter().map(|(_, lost)| (*lost).clone()).collect(),
         limit,
     });
     Ok((roster(me, Disposition::Store, help), session))
@@ -1959,9 +1991,10 @@ mod tests {
         };
         let roster = done(run(repair_params(&k, &after, &two[0], &two[1..], &helpers)));
         let help = roster.repair_help.unwrap();
-        assert_eq!((help.lost.as_str(), help.limit), ("node4", 2));
+        let named: Vec<&str> = help.replaced.iter().map(NodeTag::as_str).collect();
+        assert_eq!((named, help.limit), (vec!["node4", "node5"], 2));
         let roster = done(run(repair_params(&k, &after, &two[1], &two[..1], &helpers)));
-        assert_eq!(roster.repair_help.unwrap().lost.as_str(), "node5");
+        assert_eq!(roster.repair_help.unwrap().replaced[0].as_str(), "node5");
 
         let refused = |p: RepairParams<'_>, words: &str| {
             let f = run(p).err().unwrap();
@@ -1973,6 +2006,19 @@ mod tests {
             repair_params(&k, &after, &two[0], &[], &helpers),
             "members, threshold or public key differ",
         );
+        // The helpers are the first three members the recovery does not replace: a
+        // gateway cannot pick another set for a repair of node4 alone.
+        let mut only_node4 = k.peers.clone();
+        only_node4[3] = two[0].member.clone();
+        let skip_node3: Vec<NodeTag> = ["node1", "node2", "node5"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        refused(
+            repair_params(&k, &only_node4, &two[0], &[], &skip_node3),
+            "must be the first 3 members",
+        );
+        done(run(repair_params(&k, &only_node4, &two[0], &[], &helpers)));
         // A replaced member cannot help.
         let bad_helpers: Vec<NodeTag> = ["node1", "node2", "node6"]
             .iter()
@@ -2022,5 +2068,109 @@ mod tests {
             .err()
             .unwrap();
         assert!(f.message.contains("at most 2"), "{}", f.message);
+    }
+
+    /// The rule of `prepare_repair` and `record_repair_help` against a gateway that
+    /// splits lost members across repairs: helpers fixed by the replaced set, each
+    /// recording every member replaced by the repairs it helped, at most
+    /// `max_lost_at_once` of them. Every strategy (any replaced sets, each repaired as
+    /// often as wished) is searched: none rebuilds `t` members of one generation.
+    /// Without fixed helpers (any t members outside the set), 3-of-5 would allow it.
+    #[test]
+    fn no_split_of_repairs_rebuilds_threshold_members_in_one_generation() {
+        fn sets(n: usize, max: usize) -> Vec<Vec<usize>> {
+            let mut out: Vec<Vec<usize>> = vec![vec![]];
+            for i in 0..n {
+                let more: Vec<Vec<usize>> = out
+                    .iter()
+                    .filter(|s| s.len() < max)
+                    .map(|s| [s.as_slice(), &[i]].concat())
+                    .collect();
+                out.extend(more);
+            }
+            out.retain(|s| !s.is_empty());
+            out
+        }
+        /// Extends `recorded` (per helper) with repairs of `options[from..]`; true if some
+        /// strategy replaces `t` members in all.
+        fn reaches(
+            n: usize,
+            t: usize,
+            limit: usize,
+            options: &[Vec<usize>],
+            from: usize,
+            recorded: &[Vec<usize>],
+            covered: &[usize],
+        ) -> bool {
+            if covered.len() >= t {
+                return true;
+            }
+            for (k, set) in options.iter().enumerate().skip(from) {
+                if set.iter().all(|m| covered.contains(m)) {
+                    continue;
+                }
+                let helpers = repair_helper_places(n, set, t);
+                let mut next = recorded.to_vec();
+                let fits = helpers.iter().all(|&h| {
+                    for m in set {
+                        if !next[h].contains(m) {
+                            next[h].push(*m);
+                        }
+                    }
+                    next[h].len() <= limit
+                });
+                if !fits {
+                    continue;
+                }
+                let mut more = covered.to_vec();
+                more.extend(set.iter().filter(|m| !covered.contains(m)));
+                if reaches(n, t, limit, options, k + 1, &next, &more) {
+                    return true;
+                }
+            }
+            false
+        }
+        for (t, n) in [
+            (2, 3),
+            (2, 4),
+            (3, 5),
+            (3, 6),
+            (4, 6),
+            (3, 7),
+            (4, 7),
+            (2, 8),
+        ] {
+            let limit = node::max_lost_at_once(t, n);
+            let options = sets(n, limit);
+            assert_eq!(repair_helper_places(n, &[], t), (0..t).collect::<Vec<_>>());
+            assert!(
+                !reaches(n, t, limit, &options, 0, &vec![vec![]; n], &[]),
+                "{t}-of-{n}: a split of repairs rebuilds {t} members"
+            );
+        }
+        // Why the helpers are fixed: with any three helpers outside the rebuilt member,
+        // each recording only that member, these three repairs of a 3-of-5 key stay within
+        // two members per helper and rebuild three.
+        let free_choice = [(0, [1, 2, 3]), (1, [0, 2, 4]), (2, [0, 1, 3])];
+        let mut per_helper = vec![Vec::new(); 5];
+        for (rebuilt, helpers) in free_choice {
+            assert!(!helpers.contains(&rebuilt));
+            for h in helpers {
+                per_helper[h].push(rebuilt);
+            }
+        }
+        assert!(
+            per_helper
+                .iter()
+                .all(|r| r.len() <= node::max_lost_at_once(3, 5))
+        );
+        assert!(
+            free_choice
+                .iter()
+                .any(|(rebuilt, helpers)| repair_helper_places(5, &[*rebuilt], 3) != helpers)
+        );
+        // The honest recovery of two of a 3-of-5 key fits: helpers 0, 1, 2 record {3, 4}.
+        assert_eq!(repair_helper_places(5, &[3, 4], 3), [0, 1, 2]);
+        assert_eq!(repair_helper_places(5, &[0, 2], 3), [1, 3, 4]);
     }
 }

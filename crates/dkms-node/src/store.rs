@@ -42,10 +42,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_NAME);
 const STAGED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(STAGED_NAME);
 /// The generation of the share in `shares` (absent = 0, the generation a key is born with).
 const GENERATIONS: TableDefinition<&[u8; 16], u32> = TableDefinition::new(GENERATIONS_NAME);
-/// The repairs this node helped with at the latest share generation it helped at, per
-/// key: generation (u32 big endian) ‖ the lost members' tags joined by `,` (a byte no tag
-/// holds, so a record of the first format, with one tag, reads as a set of one). Public
-/// facts, kept to refuse rebuilding more members of one generation than the key allows.
+/// The members replaced by the repairs this node helped with at the latest share
+/// generation it helped at, per key: generation (u32 big endian) ‖ their tags joined by
+/// `,` (a byte no tag holds, so a record of the first format, with one tag, reads as a
+/// set of one). Public facts, kept to refuse rebuilding more members of one generation
+/// than the key allows.
 const REPAIRS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(REPAIRS_NAME);
 
 /// Between the tags of a `repairs_helped` record.
@@ -269,20 +270,25 @@ impl NodeStore {
         Ok(())
     }
 
-    /// Records that this node helps repair member `lost` of `key_id` at `generation`.
-    /// `Ok(false)` if that would make more than `limit` distinct members it helped repair at
-    /// that generation: each repair hands its recipient a real share of the generation, and
-    /// the caller's `limit` (below the key's threshold, from this node's own share) keeps
-    /// the rebuilt shares from making the key together. The same member again (a retried
-    /// recovery) is always allowed; a new generation starts a new set.
+    /// Records that this node helps a repair of `key_id` at `generation` that replaces the
+    /// members `replaced` (the one it rebuilds and the recovery's other lost members).
+    /// `Ok(false)`, recording nothing, if that would make more than `limit` distinct
+    /// members in the repairs it helped at that generation: each repair hands its
+    /// recipient a real share of the generation, and the caller's `limit` (below the
+    /// key's threshold, from this node's own share) keeps the rebuilt shares from making
+    /// the key together. Members already recorded (a retried recovery) are always
+    /// allowed; a new generation starts a new set.
     pub fn record_repair_help(
         &self,
         key_id: &uuid::Uuid,
         generation: u32,
-        lost: &str,
+        replaced: &[&str],
         limit: usize,
     ) -> Result<bool, StoreError> {
-        if lost.is_empty() || lost.as_bytes().contains(&REPAIR_TAG_SEPARATOR) {
+        if replaced
+            .iter()
+            .any(|t| t.is_empty() || t.as_bytes().contains(&REPAIR_TAG_SEPARATOR))
+        {
             return Ok(false);
         }
         let txn = self.db.begin_write().map_err(db)?;
@@ -302,17 +308,22 @@ impl NodeStore {
                         .collect()
                 })
                 .unwrap_or_default();
-            if helped.contains(&lost.as_bytes()) {
-                true
-            } else if helped.len() >= limit {
+            let known = helped.len();
+            for tag in replaced {
+                if !helped.contains(&tag.as_bytes()) {
+                    helped.push(tag.as_bytes());
+                }
+            }
+            if helped.len() > limit {
                 false
             } else {
-                helped.push(lost.as_bytes());
-                let mut value = generation.to_be_bytes().to_vec();
-                value.extend_from_slice(&helped.join(&REPAIR_TAG_SEPARATOR));
-                table
-                    .insert(key_id.as_bytes(), value.as_slice())
-                    .map_err(db)?;
+                if helped.len() > known {
+                    let mut value = generation.to_be_bytes().to_vec();
+                    value.extend_from_slice(&helped.join(&REPAIR_TAG_SEPARATOR));
+                    table
+                        .insert(key_id.as_bytes(), value.as_slice())
+                        .map_err(db)?;
+                }
                 true
             }
         };
@@ -901,52 +912,83 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
         // Limit 1 (a 2-of-3 key): one member per generation, as before.
-        assert!(store.record_repair_help(&id(1), 0, "c", 1).unwrap());
+        assert!(store.record_repair_help(&id(1), 0, &["c"], 1).unwrap());
         assert!(
-            store.record_repair_help(&id(1), 0, "c", 1).unwrap(),
+            store.record_repair_help(&id(1), 0, &["c"], 1).unwrap(),
             "a retry"
         );
-        assert!(!store.record_repair_help(&id(1), 0, "b", 1).unwrap());
+        assert!(!store.record_repair_help(&id(1), 0, &["b"], 1).unwrap());
         assert!(
-            store.record_repair_help(&id(2), 0, "b", 1).unwrap(),
+            store.record_repair_help(&id(2), 0, &["b"], 1).unwrap(),
             "another key"
         );
         assert!(
-            store.record_repair_help(&id(1), 1, "b", 1).unwrap(),
+            store.record_repair_help(&id(1), 1, &["b"], 1).unwrap(),
             "next generation"
         );
-        assert!(!store.record_repair_help(&id(1), 1, "c", 1).unwrap());
+        assert!(!store.record_repair_help(&id(1), 1, &["c"], 1).unwrap());
 
         // Limit 2 (a 3-of-5 key): two members pass, in any order and with retries; a
         // third is refused, and the refusal records nothing.
-        assert!(store.record_repair_help(&id(3), 4, "n4", 2).unwrap());
-        assert!(store.record_repair_help(&id(3), 4, "n5", 2).unwrap());
+        assert!(store.record_repair_help(&id(3), 4, &["n4"], 2).unwrap());
+        assert!(store.record_repair_help(&id(3), 4, &["n5"], 2).unwrap());
         assert!(
-            store.record_repair_help(&id(3), 4, "n4", 2).unwrap(),
+            store.record_repair_help(&id(3), 4, &["n4"], 2).unwrap(),
             "a retry"
         );
         assert!(
-            store.record_repair_help(&id(3), 4, "n5", 2).unwrap(),
+            store.record_repair_help(&id(3), 4, &["n5"], 2).unwrap(),
             "a retry"
         );
-        assert!(!store.record_repair_help(&id(3), 4, "n1", 2).unwrap());
-        assert!(!store.record_repair_help(&id(3), 4, "n1", 2).unwrap());
-        assert!(store.record_repair_help(&id(3), 4, "n5", 2).unwrap());
+        assert!(!store.record_repair_help(&id(3), 4, &["n1"], 2).unwrap());
+        assert!(!store.record_repair_help(&id(3), 4, &["n1"], 2).unwrap());
+        assert!(store.record_repair_help(&id(3), 4, &["n5"], 2).unwrap());
         // Limit 4 (5-of-9): four pass, the fifth is refused.
         for (i, tag) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            assert!(store.record_repair_help(&id(4), 0, tag, 4).unwrap(), "{i}");
+            assert!(
+                store.record_repair_help(&id(4), 0, &[tag], 4).unwrap(),
+                "{i}"
+            );
         }
-        assert!(!store.record_repair_help(&id(4), 0, "e", 4).unwrap());
+        assert!(!store.record_repair_help(&id(4), 0, &["e"], 4).unwrap());
         // A key that cannot spare a member (t = n) allows none; a tag with the
         // separator is never recorded.
-        assert!(!store.record_repair_help(&id(5), 0, "a", 0).unwrap());
-        assert!(!store.record_repair_help(&id(5), 0, "a,b", 3).unwrap());
-        assert!(!store.record_repair_help(&id(5), 0, "", 3).unwrap());
+        assert!(!store.record_repair_help(&id(5), 0, &["a"], 0).unwrap());
+        assert!(!store.record_repair_help(&id(5), 0, &["a,b"], 3).unwrap());
+        assert!(!store.record_repair_help(&id(5), 0, &[""], 3).unwrap());
+        // A repair that replaces several members counts all of them (they are the
+        // recovery's, whichever this one rebuilds): two of a 3-of-5 key pass together,
+        // again and one by one; a recovery naming another member is refused.
+        assert!(
+            store
+                .record_repair_help(&id(6), 2, &["n4", "n5"], 2)
+                .unwrap()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(6), 2, &["n5", "n4"], 2)
+                .unwrap()
+        );
+        assert!(store.record_repair_help(&id(6), 2, &["n5"], 2).unwrap());
+        assert!(
+            !store
+                .record_repair_help(&id(6), 2, &["n4", "n1"], 2)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(7), 0, &["a", "b", "c"], 2)
+                .unwrap()
+        );
+        assert!(
+            store.record_repair_help(&id(7), 0, &["a", "b"], 2).unwrap(),
+            "nothing was recorded"
+        );
         // The set survives reopening the store.
         drop(store);
         let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
-        assert!(store.record_repair_help(&id(3), 4, "n4", 2).unwrap());
-        assert!(!store.record_repair_help(&id(3), 4, "n2", 2).unwrap());
+        assert!(store.record_repair_help(&id(3), 4, &["n4"], 2).unwrap());
+        assert!(!store.record_repair_help(&id(3), 4, &["n2"], 2).unwrap());
     }
 
     #[test]
@@ -961,10 +1003,10 @@ mod tests {
             .insert(id(1).as_bytes(), old)
             .unwrap();
         txn.commit().unwrap();
-        assert!(store.record_repair_help(&id(1), 7, "node3", 1).unwrap());
-        assert!(!store.record_repair_help(&id(1), 7, "node2", 1).unwrap());
-        assert!(store.record_repair_help(&id(1), 7, "node2", 2).unwrap());
-        assert!(!store.record_repair_help(&id(1), 7, "node1", 2).unwrap());
+        assert!(store.record_repair_help(&id(1), 7, &["node3"], 1).unwrap());
+        assert!(!store.record_repair_help(&id(1), 7, &["node2"], 1).unwrap());
+        assert!(store.record_repair_help(&id(1), 7, &["node2"], 2).unwrap());
+        assert!(!store.record_repair_help(&id(1), 7, &["node1"], 2).unwrap());
         let txn = store.db.begin_read().unwrap();
         let table = txn.open_table(REPAIRS).unwrap();
         assert_eq!(
