@@ -711,15 +711,16 @@ async fn send_all(
         // term went out does not count against the limit.
         let (store, key_id, help) = (ctx.store.clone(), start.key_id, help.clone());
         let limit = help.limit;
-        let allowed = blocking(move || {
+        let decision = blocking(move || {
             let replaced: Vec<&str> = help.replaced.iter().map(NodeTag::as_str).collect();
             store.record_repair_help(&key_id, help.generation, &replaced, limit)
         })
         .await?
         .map_err(|e| Failure::internal(e.to_string()))?;
-        if !allowed {
+        if let crate::store::RepairHelp::Refused { named } = decision {
             return Err(Failure::bad(format!(
-                "with the members this recovery replaces, this node would have helped repairs of more than {limit} members of this key at this share generation, more than the key allows (fewer than its threshold); retry the recovery with the members named before, or refresh the key first"
+                "with the members this recovery replaces, this node would have helped repairs of more than {limit} members of this key at this share generation, more than the key allows (fewer than its threshold); members named before at this generation: {}; retry the recovery with them, or refresh the key first",
+                named.join(", ")
             )));
         }
     }

@@ -110,6 +110,21 @@ pub enum StoreError {
     Random(String),
 }
 
+/// What [`NodeStore::record_repair_help`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairHelp {
+    /// Recorded (or recorded already): the helper may give its term.
+    Recorded,
+    /// Over the limit; `named` are the members already recorded at that generation.
+    Refused { named: Vec<String> },
+}
+
+impl RepairHelp {
+    pub fn allowed(&self) -> bool {
+        *self == RepairHelp::Recorded
+    }
+}
+
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(Box::new(e.into()))
 }
@@ -272,7 +287,7 @@ impl NodeStore {
 
     /// Records that this node helps a repair of `key_id` at `generation` that replaces the
     /// members `replaced` (the one it rebuilds and the recovery's other lost members).
-    /// `Ok(false)`, recording nothing, if that would make more than `limit` distinct
+    /// [`RepairHelp::Refused`], recording nothing, if that would make more than `limit` distinct
     /// members in the repairs it helped at that generation: each repair hands its
     /// recipient a real share of the generation, and the caller's `limit` (below the
     /// key's threshold, from this node's own share) keeps the rebuilt shares from making
@@ -284,12 +299,12 @@ impl NodeStore {
         generation: u32,
         replaced: &[&str],
         limit: usize,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<RepairHelp, StoreError> {
         if replaced
             .iter()
             .any(|t| t.is_empty() || t.as_bytes().contains(&REPAIR_TAG_SEPARATOR))
         {
-            return Ok(false);
+            return Ok(RepairHelp::Refused { named: Vec::new() });
         }
         let txn = self.db.begin_write().map_err(db)?;
         let allowed = {
@@ -315,7 +330,11 @@ impl NodeStore {
                 }
             }
             if helped.len() > limit {
-                false
+                let named = helped[..known]
+                    .iter()
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .collect();
+                RepairHelp::Refused { named }
             } else {
                 if helped.len() > known {
                     let mut value = generation.to_be_bytes().to_vec();
@@ -324,7 +343,7 @@ impl NodeStore {
                         .insert(key_id.as_bytes(), value.as_slice())
                         .map_err(db)?;
                 }
-                true
+                RepairHelp::Recorded
             }
         };
         txn.commit().map_err(db)?;
@@ -912,50 +931,128 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
         // Limit 1 (a 2-of-3 key): one member per generation, as before.
-        assert!(store.record_repair_help(&id(1), 0, &["c"], 1).unwrap());
         assert!(
-            store.record_repair_help(&id(1), 0, &["c"], 1).unwrap(),
+            store
+                .record_repair_help(&id(1), 0, &["c"], 1)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(1), 0, &["c"], 1)
+                .unwrap()
+                .allowed(),
             "a retry"
         );
-        assert!(!store.record_repair_help(&id(1), 0, &["b"], 1).unwrap());
         assert!(
-            store.record_repair_help(&id(2), 0, &["b"], 1).unwrap(),
+            !store
+                .record_repair_help(&id(1), 0, &["b"], 1)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(2), 0, &["b"], 1)
+                .unwrap()
+                .allowed(),
             "another key"
         );
         assert!(
-            store.record_repair_help(&id(1), 1, &["b"], 1).unwrap(),
+            store
+                .record_repair_help(&id(1), 1, &["b"], 1)
+                .unwrap()
+                .allowed(),
             "next generation"
         );
-        assert!(!store.record_repair_help(&id(1), 1, &["c"], 1).unwrap());
+        assert!(
+            !store
+                .record_repair_help(&id(1), 1, &["c"], 1)
+                .unwrap()
+                .allowed()
+        );
 
         // Limit 2 (a 3-of-5 key): two members pass, in any order and with retries; a
         // third is refused, and the refusal records nothing.
-        assert!(store.record_repair_help(&id(3), 4, &["n4"], 2).unwrap());
-        assert!(store.record_repair_help(&id(3), 4, &["n5"], 2).unwrap());
         assert!(
-            store.record_repair_help(&id(3), 4, &["n4"], 2).unwrap(),
+            store
+                .record_repair_help(&id(3), 4, &["n4"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n5"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n4"], 2)
+                .unwrap()
+                .allowed(),
             "a retry"
         );
         assert!(
-            store.record_repair_help(&id(3), 4, &["n5"], 2).unwrap(),
+            store
+                .record_repair_help(&id(3), 4, &["n5"], 2)
+                .unwrap()
+                .allowed(),
             "a retry"
         );
-        assert!(!store.record_repair_help(&id(3), 4, &["n1"], 2).unwrap());
-        assert!(!store.record_repair_help(&id(3), 4, &["n1"], 2).unwrap());
-        assert!(store.record_repair_help(&id(3), 4, &["n5"], 2).unwrap());
+        assert!(
+            !store
+                .record_repair_help(&id(3), 4, &["n1"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(3), 4, &["n1"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n5"], 2)
+                .unwrap()
+                .allowed()
+        );
         // Limit 4 (5-of-9): four pass, the fifth is refused.
         for (i, tag) in ["a", "b", "c", "d"].into_iter().enumerate() {
             assert!(
-                store.record_repair_help(&id(4), 0, &[tag], 4).unwrap(),
+                store
+                    .record_repair_help(&id(4), 0, &[tag], 4)
+                    .unwrap()
+                    .allowed(),
                 "{i}"
             );
         }
-        assert!(!store.record_repair_help(&id(4), 0, &["e"], 4).unwrap());
+        assert!(
+            !store
+                .record_repair_help(&id(4), 0, &["e"], 4)
+                .unwrap()
+                .allowed()
+        );
         // A key that cannot spare a member (t = n) allows none; a tag with the
         // separator is never recorded.
-        assert!(!store.record_repair_help(&id(5), 0, &["a"], 0).unwrap());
-        assert!(!store.record_repair_help(&id(5), 0, &["a,b"], 3).unwrap());
-        assert!(!store.record_repair_help(&id(5), 0, &[""], 3).unwrap());
+        assert!(
+            !store
+                .record_repair_help(&id(5), 0, &["a"], 0)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(5), 0, &["a,b"], 3)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(5), 0, &[""], 3)
+                .unwrap()
+                .allowed()
+        );
         // A repair that replaces several members counts all of them (they are the
         // recovery's, whichever this one rebuilds): two of a 3-of-5 key pass together,
         // again and one by one; a recovery naming another member is refused.
@@ -963,32 +1060,57 @@ mod tests {
             store
                 .record_repair_help(&id(6), 2, &["n4", "n5"], 2)
                 .unwrap()
+                .allowed()
         );
         assert!(
             store
                 .record_repair_help(&id(6), 2, &["n5", "n4"], 2)
                 .unwrap()
+                .allowed()
         );
-        assert!(store.record_repair_help(&id(6), 2, &["n5"], 2).unwrap());
         assert!(
-            !store
-                .record_repair_help(&id(6), 2, &["n4", "n1"], 2)
+            store
+                .record_repair_help(&id(6), 2, &["n5"], 2)
                 .unwrap()
+                .allowed()
+        );
+        assert_eq!(
+            store
+                .record_repair_help(&id(6), 2, &["n4", "n1"], 2)
+                .unwrap(),
+            RepairHelp::Refused {
+                named: vec!["n4".into(), "n5".into()]
+            },
+            "the refusal names the members recorded before"
         );
         assert!(
             !store
                 .record_repair_help(&id(7), 0, &["a", "b", "c"], 2)
                 .unwrap()
+                .allowed()
         );
         assert!(
-            store.record_repair_help(&id(7), 0, &["a", "b"], 2).unwrap(),
+            store
+                .record_repair_help(&id(7), 0, &["a", "b"], 2)
+                .unwrap()
+                .allowed(),
             "nothing was recorded"
         );
         // The set survives reopening the store.
         drop(store);
         let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
-        assert!(store.record_repair_help(&id(3), 4, &["n4"], 2).unwrap());
-        assert!(!store.record_repair_help(&id(3), 4, &["n2"], 2).unwrap());
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n4"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(3), 4, &["n2"], 2)
+                .unwrap()
+                .allowed()
+        );
     }
 
     #[test]
@@ -1003,10 +1125,30 @@ mod tests {
             .insert(id(1).as_bytes(), old)
             .unwrap();
         txn.commit().unwrap();
-        assert!(store.record_repair_help(&id(1), 7, &["node3"], 1).unwrap());
-        assert!(!store.record_repair_help(&id(1), 7, &["node2"], 1).unwrap());
-        assert!(store.record_repair_help(&id(1), 7, &["node2"], 2).unwrap());
-        assert!(!store.record_repair_help(&id(1), 7, &["node1"], 2).unwrap());
+        assert!(
+            store
+                .record_repair_help(&id(1), 7, &["node3"], 1)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(1), 7, &["node2"], 1)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(1), 7, &["node2"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(1), 7, &["node1"], 2)
+                .unwrap()
+                .allowed()
+        );
         let txn = store.db.begin_read().unwrap();
         let table = txn.open_table(REPAIRS).unwrap();
         assert_eq!(
