@@ -279,15 +279,19 @@ pub enum KeyCmd {
         path: String,
     },
     /// Rebuild the share a lost node held (from threshold others), on the node joined
-    /// again under its tag or on --new-participant, then refresh every share
+    /// again under its tag or on --new-participant, then refresh every share. Repeat
+    /// --lost (and --new-participant, one per --lost, in the same order) to recover
+    /// several members lost at once: at most min(t - 1, n - t) of a t-of-n key
     Recover {
         key_id: String,
-        /// The member whose share is lost
-        #[arg(long)]
-        lost: String,
-        /// The node that takes its place (default: the lost node, joined again)
-        #[arg(long)]
-        new_participant: Option<String>,
+        /// The member whose share is lost (repeat for several)
+        #[arg(long, required = true)]
+        lost: Vec<String>,
+        /// The node that takes its place (default: the lost node, joined again); with
+        /// several --lost, one per --lost in the same order, the lost tag itself to
+        /// rebuild that one in place
+        #[arg(long, alias = "new")]
+        new_participant: Vec<String>,
         /// Print the task at once instead of waiting for it
         #[arg(long)]
         no_wait: bool,
@@ -536,9 +540,23 @@ async fn run_with(client: &Client, cmd: ClientCommand) -> Result<()> {
                 no_wait,
                 timeout,
             } => {
-                let started = client
-                    .recover_key(&key_id, &lost, new_participant.as_deref())
-                    .await?;
+                let started = match (lost.as_slice(), new_participant.as_slice()) {
+                    ([one], []) => client.recover_key(&key_id, one, None).await?,
+                    ([one], [new]) => client.recover_key(&key_id, one, Some(new)).await?,
+                    (many, new) => {
+                        if !new.is_empty() && new.len() != many.len() {
+                            bail!(
+                                "{} --lost but {} --new-participant: give one --new-participant per --lost, in the same order (the lost tag itself to rebuild it in place), or none",
+                                many.len(),
+                                new.len()
+                            );
+                        }
+                        let lost: Vec<&str> = many.iter().map(String::as_str).collect();
+                        let new: Vec<&str> = new.iter().map(String::as_str).collect();
+                        let new = (!new.is_empty()).then_some(new.as_slice());
+                        client.recover_keys(&key_id, &lost, new).await?
+                    }
+                };
                 if no_wait {
                     return print_json(&started);
                 }

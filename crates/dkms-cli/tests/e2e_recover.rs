@@ -161,3 +161,140 @@ async fn another_node_takes_a_lost_members_place_and_bad_requests_change_nothing
         .unwrap();
     sign_with(&stack, &id, "node4 signs in node1's place", "node4").await;
 }
+
+/// Runs the `dkms` CLI against the stack; (success, stdout as JSON, stderr).
+fn dkms_cli(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env("DKMS_URL", &stack.url)
+        .env("DKMS_TOKEN", &stack.token)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.success(), json, stderr)
+}
+
+/// Two members of a 3-of-5 key lose their data at once: one machine comes back empty
+/// under its tag, the other is gone and a new node takes its place. One `key recover`
+/// with both rebuilds them; the two rebuilt members then sign together with one
+/// survivor. Asking for three (which would let rebuilt shares alone reach t = 3) is
+/// refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_lost_at_once_are_recovered_in_one_task() {
+    const T5: [&str; 5] = ["node1", "node2", "node3", "node4", "node5"];
+    let mut stack = Stack::start(BIN, 5).await.expect("stack");
+    let c = stack.client.clone();
+    let id = c.generate_key(&keygen_request(&T5, 3)).await.unwrap();
+    let key = c.wait_key(&id, WAIT).await.unwrap();
+    assert_eq!(key.status, "FINISHED", "{key:?}");
+    let d = digest("before the loss");
+    verify_independently(&key, &d, &c.sign(&id, &hex::encode(d), WAIT).await.unwrap());
+    stack.add_node("node6").await.unwrap();
+
+    // node4's machine comes back empty under its tag; node5's is gone for good.
+    stack.wipe_and_rejoin_node("node4").await.unwrap();
+    stack.kill_node("node5");
+    let dir5 = stack.node_dir("node5");
+    std::fs::remove_dir_all(&dir5).unwrap();
+    assert!(!dir5.exists());
+    stack
+        .wait_connected(&["node6".to_owned()], Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Refused at once, before anything runs.
+    let lost = |l: &[&'static str], n: Option<&'static [&'static str]>| {
+        let c = c.clone();
+        let id = id.clone();
+        let l = l.to_vec();
+        async move { c.recover_keys(&id, &l, n).await }
+    };
+    let bad = [
+        (lost(&["node4", "node5", "node1"], None).await, "at most 2"),
+        (lost(&[], None).await, "empty"),
+        (lost(&["node4", "node4"], None).await, "named twice"),
+        (lost(&["node4", "node9"], None).await, "not a participant"),
+        (
+            lost(&["node4", "node5"], Some(&["node4", "node1"])).await,
+            "already holds a share",
+        ),
+        (
+            lost(&["node4", "node5"], Some(&["node6", "node6"])).await,
+            "two lost members",
+        ),
+        (
+            lost(&["node4", "node5"], Some(&["node6"])).await,
+            "1 entries for 2",
+        ),
+    ];
+    for (i, (r, words)) in bad.into_iter().enumerate() {
+        let e = r.expect_err("refused");
+        assert_eq!(e.code(), Some("INVALID_PARAMETER"), "case {i}: {e}");
+        assert!(e.to_string().contains(words), "case {i}: {e}");
+    }
+    // The CLI says why three are too many, and nothing changed: the three survivors sign.
+    let (ok, _, err) = dkms_cli(
+        &stack,
+        &[
+            "key", "recover", &id, "--lost", "node4", "--lost", "node5", "--lost", "node1",
+        ],
+    );
+    assert!(!ok && err.contains("INVALID_PARAMETER"), "{err}");
+    assert!(err.contains("can never make the key"), "{err}");
+    let unchanged = c.get_key(&id).await.unwrap();
+    assert_eq!(
+        (unchanged.generation, unchanged.service_participants.clone()),
+        (0, T5.map(String::from).to_vec())
+    );
+    let d = digest("three survivors");
+    let sig = c.sign(&id, &hex::encode(d), WAIT).await.unwrap();
+    verify_independently(&key, &d, &sig);
+
+    // Both at once through the CLI: node4 rebuilt in place, node5's share onto node6.
+    let (ok, task, err) = dkms_cli(
+        &stack,
+        &[
+            "key",
+            "recover",
+            &id,
+            "--lost",
+            "node4",
+            "--new-participant",
+            "node4",
+            "--lost",
+            "node5",
+            "--new-participant",
+            "node6",
+        ],
+    );
+    assert!(ok, "{err} {task}");
+    assert_eq!(
+        (task["status"].as_str(), task["kind"].as_str()),
+        (Some("FINISHED"), Some("RECOVER")),
+        "{task}"
+    );
+    let after = c.get_key(&id).await.unwrap();
+    assert_eq!(after.public_key, key.public_key, "same key");
+    assert_eq!(after.generation, 1, "one refresh for both");
+    assert_eq!(
+        after.service_participants,
+        ["node1", "node2", "node3", "node4", "node6"]
+    );
+
+    // Only node1, node4 and node6 are left: both rebuilt members must sign.
+    for gone in ["node2", "node3"] {
+        stack.kill_node(gone);
+        stack
+            .wait_disconnected(gone, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    let d = digest("two rebuilt members sign");
+    let sig = c.sign(&id, &hex::encode(d), WAIT).await.unwrap();
+    verify_independently(&after, &d, &sig);
+    let mut signers = sig.signers.clone();
+    signers.sort();
+    assert_eq!(signers, ["node1", "node4", "node6"], "{sig:?}");
+}

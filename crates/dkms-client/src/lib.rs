@@ -430,8 +430,28 @@ impl Client {
     ) -> Result<KeyImportResponse, ClientError> {
         let body = RecoverKeyRequest {
             key_id: key_id.to_owned(),
-            lost_participant: lost.to_owned(),
+            lost_participant: Some(lost.to_owned()),
             new_participant: new_participant.map(str::to_owned),
+            ..RecoverKeyRequest::default()
+        };
+        self.post("/api/mappic/dkms/key/recover", &body, None).await
+    }
+
+    /// `POST /api/mappic/dkms/key/recover` for several members lost at once: rebuilds
+    /// each share of `lost` on the node at the same position of `new_participants` (each
+    /// lost node itself, joined again, if `None`), then refreshes every share once.
+    pub async fn recover_keys(
+        &self,
+        key_id: &str,
+        lost: &[&str],
+        new_participants: Option<&[&str]>,
+    ) -> Result<KeyImportResponse, ClientError> {
+        let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let body = RecoverKeyRequest {
+            key_id: key_id.to_owned(),
+            lost_participants: Some(owned(lost)),
+            new_participants: new_participants.map(owned),
+            ..RecoverKeyRequest::default()
         };
         self.post("/api/mappic/dkms/key/recover", &body, None).await
     }

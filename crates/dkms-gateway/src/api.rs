@@ -1546,31 +1546,42 @@ pub(super) async fn replacement_of(
     lost: &str,
     new: Option<&str>,
 ) -> ApiResult<(NodeTag, NodeTag)> {
+    replacement_named(state, key, lost, new, ("lostParticipant", "newParticipant")).await
+}
+
+/// [`replacement_of`], naming the request's `fields` (lost, new) in its messages.
+async fn replacement_named(
+    state: &AppState,
+    key: &dkms_store::KeyRow,
+    lost: &str,
+    new: Option<&str>,
+    (lost_field, new_field): (&str, &str),
+) -> ApiResult<(NodeTag, NodeTag)> {
     let lost: NodeTag = lost
         .parse()
-        .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("lostParticipant: {e}")))?;
+        .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("{lost_field}: {e}")))?;
     let newcomer: NodeTag = match new {
         None => lost.clone(),
-        Some(t) => t.parse().map_err(|e: dkms_proto::ParseError| {
-            ApiError::invalid(format!("newParticipant: {e}"))
-        })?,
+        Some(t) => t
+            .parse()
+            .map_err(|e: dkms_proto::ParseError| ApiError::invalid(format!("{new_field}: {e}")))?,
     };
     if !key.participants.iter().any(|p| *p == lost.as_str()) {
         return Err(ApiError::invalid(format!(
-            "lostParticipant: {lost} is not a participant of key {}",
+            "{lost_field}: {lost} is not a participant of key {}",
             key.key_id
         )));
     }
     if newcomer != lost && key.participants.iter().any(|p| *p == newcomer.as_str()) {
         return Err(ApiError::invalid(format!(
-            "newParticipant: {newcomer} already holds a share of key {}",
+            "{new_field}: {newcomer} already holds a share of key {}",
             key.key_id
         )));
     }
     match state.store.get_node(newcomer.as_str()).await? {
         None => Err(ApiError::new(
             ErrorCode::NodeNotFound,
-            format!("newParticipant: unknown node tag {newcomer}"),
+            format!("{new_field}: unknown node tag {newcomer}"),
         )),
         Some(n) if n.status != dkms_store::NODE_ACTIVE => Err(ApiError::new(
             ErrorCode::NodeUnavailable,
@@ -1578,6 +1589,111 @@ pub(super) async fn replacement_of(
         )),
         Some(_) => Ok((lost, newcomer)),
     }
+}
+
+/// The members a `key/recover` rebuilds and the nodes that take their places, from
+/// either form of the request, refused before anything starts if the key cannot afford
+/// them (see [`dkms_proto::node::max_lost_at_once`]).
+async fn recovery_of(
+    state: &AppState,
+    key: &dkms_store::KeyRow,
+    req: &RecoverKeyRequest,
+) -> ApiResult<Vec<(NodeTag, NodeTag)>> {
+    let (asked, fields): (Vec<(&str, Option<&str>)>, _) = match (
+        &req.lost_participant,
+        &req.lost_participants,
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give either lostParticipant (one member) or lostParticipants (several), not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "lostParticipant (or lostParticipants) is required",
+            ));
+        }
+        (Some(lost), None) => {
+            if req.new_participants.is_some() {
+                return Err(ApiError::invalid(
+                    "newParticipants goes with lostParticipants; with lostParticipant, give newParticipant",
+                ));
+            }
+            (
+                vec![(lost.as_str(), req.new_participant.as_deref())],
+                ("lostParticipant", "newParticipant"),
+            )
+        }
+        (None, Some(lost)) => {
+            if req.new_participant.is_some() {
+                return Err(ApiError::invalid(
+                    "newParticipant goes with lostParticipant; with lostParticipants, give newParticipants",
+                ));
+            }
+            if lost.is_empty() {
+                return Err(ApiError::invalid(
+                    "lostParticipants: the list is empty; name at least one lost member",
+                ));
+            }
+            let new: Vec<Option<&str>> = match &req.new_participants {
+                None => vec![None; lost.len()],
+                Some(new) if new.len() != lost.len() => {
+                    return Err(ApiError::invalid(format!(
+                        "newParticipants: {} entries for {} lost participants; give one per lost participant, in the same order (its own tag to rebuild it in place)",
+                        new.len(),
+                        lost.len()
+                    )));
+                }
+                Some(new) => new.iter().map(|t| Some(t.as_str())).collect(),
+            };
+            (
+                lost.iter().map(String::as_str).zip(new).collect(),
+                ("lostParticipants", "newParticipants"),
+            )
+        }
+    };
+    for (i, (lost, new)) in asked.iter().enumerate() {
+        if asked[..i].iter().any(|(l, _)| l == lost) {
+            return Err(ApiError::invalid(format!(
+                "{}: {lost} is named twice",
+                fields.0
+            )));
+        }
+        let newcomer = new.unwrap_or(lost);
+        if asked[..i].iter().any(|(l, n)| n.unwrap_or(l) == newcomer) {
+            return Err(ApiError::invalid(format!(
+                "{}: {newcomer} cannot take the places of two lost members",
+                fields.1
+            )));
+        }
+    }
+    let (t, n) = (usize::from(key.threshold), key.participants.len());
+    let allowed = dkms_proto::node::max_lost_at_once(t, n);
+    if asked.len() > allowed {
+        let why = if allowed == 0 {
+            format!(
+                "key {} is {t}-of-{n}: rebuilding a share takes {t} members that lost nothing, so none can be rebuilt; only a backup (key/restore) brings a member back",
+                key.key_id
+            )
+        } else {
+            format!(
+                "key {} is {t}-of-{n}, so at most {allowed} of its members can be rebuilt at once: a repair needs {t} members that lost nothing (at most {} lost), and fewer than {t} shares may be rebuilt from one share generation, so that rebuilt shares alone can never make the key (at most {})",
+                key.key_id,
+                n - t,
+                t - 1
+            )
+        };
+        return Err(ApiError::invalid(format!(
+            "{}: {} lost members cannot be recovered: {why}",
+            fields.0,
+            asked.len()
+        )));
+    }
+    let mut replacements = Vec::with_capacity(asked.len());
+    for (lost, new) in asked {
+        replacements.push(replacement_named(state, key, lost, new, fields).await?);
+    }
+    Ok(replacements)
 }
 
 async fn key_recover(
@@ -1588,21 +1704,27 @@ async fn key_recover(
 ) -> Response {
     idempotent(&state, &principal, &headers, "keyRecover", &req, || async {
         let key = authorized_key(&state, &principal, &req.key_id, |_| {}).await?;
-        let (lost, newcomer) =
-            replacement_of(&state, &key, &req.lost_participant, req.new_participant.as_deref())
-                .await?;
+        let replacements = recovery_of(&state, &key, &req).await?;
         let (instance_id, permit) = begin_maintenance(&state, &key, "RECOVER", "recovered").await?;
+        let list = |f: fn(&(NodeTag, NodeTag)) -> &NodeTag| {
+            replacements.iter().map(f).map(|t| t.as_str()).collect::<Vec<_>>().join(",")
+        };
+        let (lost, newcomer) = (list(|p| &p.0), list(|p| &p.1));
         principal.note("instanceId", &instance_id);
-        principal.note("lostParticipant", lost.as_str());
-        principal.note("newParticipant", newcomer.as_str());
+        if req.lost_participants.is_some() {
+            principal.note("lostParticipants", &lost);
+            principal.note("newParticipants", &newcomer);
+        } else {
+            principal.note("lostParticipant", &lost);
+            principal.note("newParticipant", &newcomer);
+        }
         tracing::info!(key_id = %key.key_id, instance_id = %instance_id, %lost, %newcomer, principal = %principal.id, "recovery requested");
         orchestrator::spawn_maintenance(
             state.clone(),
             instance_id.clone(),
             key.key_id.clone(),
             Some(orchestrator::Recovery {
-                lost,
-                newcomer,
+                replacements,
                 rebuild: orchestrator::Rebuild::Repair,
             }),
             permit,

@@ -625,10 +625,13 @@ pub enum Rebuild {
     Restore { generation: u32, sealed: Vec<u8> },
 }
 
-/// A lost member, the node that takes its place, and how its share comes back.
+/// Lost members, the nodes that take their places, and how their shares come back.
 pub struct Recovery {
-    pub lost: NodeTag,
-    pub newcomer: NodeTag,
+    /// (lost member, newcomer) pairs, checked by the API: distinct lost members of the
+    /// key, distinct newcomers that are not other members, at most
+    /// [`dkms_proto::node::max_lost_at_once`] of them (one for a restore). A newcomer
+    /// equal to its lost member is the same tag joined again.
+    pub replacements: Vec<(NodeTag, NodeTag)>,
     pub rebuild: Rebuild,
 }
 
@@ -644,7 +647,15 @@ pub fn spawn_maintenance(
     let span = match &recovery {
         None => info_span!("refresh", instance_id = %instance_id, key_id = %key_id),
         Some(r) => {
-            let (lost, newcomer) = (&r.lost, &r.newcomer);
+            let list = |f: fn(&(NodeTag, NodeTag)) -> &NodeTag| {
+                r.replacements
+                    .iter()
+                    .map(f)
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let (lost, newcomer) = (list(|p| &p.0), list(|p| &p.1));
             info_span!("recover", instance_id = %instance_id, key_id = %key_id, %lost, %newcomer)
         }
     };
@@ -735,12 +746,13 @@ async fn start_key_task<'a>(
     })
 }
 
-/// A refresh, or a recovery: a repair of the lost member's share onto its replacement,
-/// then a refresh of every share with the replacement in the lost member's place. The new
-/// generation is committed only when every member reports the key's public key; until
-/// then every node keeps signing with its current share, so a task that fails at any point
-/// (a node down, a crash) leaves the key usable as it was. A failed recovery can be run
-/// again: the recipient's unusable share is replaced by the next repair.
+/// A refresh, or a recovery: a repair of each lost member's share onto its replacement,
+/// one after the other, then one refresh of every share with every replacement in its
+/// lost member's place. The new generation is committed only when every member reports
+/// the key's public key; until then every node keeps signing with its current share, so
+/// a task that fails at any point (a node down, a crash, a refused repair) leaves the key
+/// usable as it was. A failed recovery can be run again: the recipients' unusable shares
+/// are replaced by the next repairs.
 async fn run_maintenance(
     state: &AppState,
     instance_id: &str,
@@ -760,24 +772,21 @@ async fn run_maintenance(
         .and_then(|h| hex::decode(h).ok())
         .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "the key has no public key"))?;
 
-    let (members, replacement) = match recovery {
+    let (members, replacements) = match recovery {
         None => {
             require_connected(state, &participants, "a refresh")?;
-            (participants, None)
+            (participants, Vec::new())
         }
-        Some(r) => {
-            let (members, replacement) =
-                repair(state, &key, key_uuid, &participants, &expected, r).await?;
-            (members, Some(replacement))
-        }
+        Some(r) => repair(state, &key, key_uuid, &participants, &expected, r).await?,
     };
+    let recovered = !replacements.is_empty();
     let target = key.generation + 1;
     let outcomes = run_session(
         state,
         key_uuid,
         Operation::Refresh {
             generation: target,
-            replacement: replacement.clone(),
+            replacements,
         },
         &members,
         state.config.keygen_timeout,
@@ -797,9 +806,8 @@ async fn run_maintenance(
             }
         }
     }
-    let new_members: Option<Vec<String>> = replacement
-        .as_ref()
-        .map(|_| members.iter().map(|t| t.to_string()).collect());
+    let new_members: Option<Vec<String>> =
+        recovered.then(|| members.iter().map(|t| t.to_string()).collect());
     if !state
         .store
         .commit_generation(
@@ -832,10 +840,11 @@ async fn run_maintenance(
     Ok(target)
 }
 
-/// The repair half of a recovery: `threshold` connected members rebuild `lost`'s share on
-/// `newcomer` (or, for a restore, the newcomer stores the share its custodian re-sealed to
-/// it). Returns the members after the recovery and the replacement, for the refresh that
-/// must follow (all of them must be connected for it, so that is checked first).
+/// The repair half of a recovery: for each lost member in turn, `threshold` connected
+/// members that lost nothing rebuild its share on its newcomer (or, for a restore, the
+/// newcomer stores the share its custodian re-sealed to it). Returns the members after the
+/// recovery and the replacements, for the one refresh that must follow (all members must
+/// be connected for it, so that is checked first).
 async fn repair(
     state: &AppState,
     key: &dkms_store::KeyRow,
@@ -843,43 +852,56 @@ async fn repair(
     participants: &[NodeTag],
     public_key: &[u8],
     recovery: Recovery,
-) -> Result<(Vec<NodeTag>, Replacement), TaskFailure> {
+) -> Result<(Vec<NodeTag>, Vec<Replacement>), TaskFailure> {
     let Recovery {
-        lost,
-        newcomer,
+        replacements: pairs,
         rebuild,
     } = recovery;
-    let members: Vec<NodeTag> = participants
-        .iter()
-        .map(|p| {
-            if *p == lost {
-                newcomer.clone()
-            } else {
-                p.clone()
-            }
-        })
-        .collect();
-    if members == participants && lost != newcomer {
+    let mut members = participants.to_vec();
+    for (lost, newcomer) in &pairs {
+        let slot = members.iter_mut().find(|m| *m == lost).ok_or_else(|| {
+            TaskFailure::new(
+                ErrorCode::InvalidParameter,
+                format!("{lost} is not a member of the key"),
+            )
+        })?;
+        *slot = newcomer.clone();
+    }
+    let allowed = dkms_proto::node::max_lost_at_once(usize::from(key.threshold), members.len());
+    if pairs.is_empty() || (pairs.len() > allowed && !matches!(rebuild, Rebuild::Restore { .. })) {
         return Err(TaskFailure::new(
             ErrorCode::InvalidParameter,
-            format!("{lost} is not a member of the key"),
+            format!(
+                "{} lost members of a {}-of-{} key cannot be rebuilt at once (at most {allowed})",
+                pairs.len(),
+                key.threshold,
+                members.len()
+            ),
         ));
     }
     require_connected(state, &members, "a recovery")?;
     let peers = peers_of(state, &members).await?;
-    let member = peers
+    let replacements = pairs
         .iter()
-        .find(|p| p.tag == newcomer)
-        .cloned()
-        .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "the replacement vanished"))?;
-    let helpers: Vec<NodeTag> = participants
-        .iter()
-        .filter(|p| **p != lost)
-        .take(usize::from(key.threshold))
-        .cloned()
-        .collect();
-    let replacement = Replacement { lost, member };
+        .map(|(lost, newcomer)| {
+            let member = peers
+                .iter()
+                .find(|p| p.tag == *newcomer)
+                .cloned()
+                .ok_or_else(|| TaskFailure::new(ErrorCode::Internal, "the replacement vanished"))?;
+            Ok(Replacement {
+                lost: lost.clone(),
+                member,
+            })
+        })
+        .collect::<Result<Vec<_>, TaskFailure>>()?;
     if let Rebuild::Restore { generation, sealed } = rebuild {
+        let [replacement] = replacements.as_slice() else {
+            return Err(TaskFailure::new(
+                ErrorCode::Internal,
+                "a restore brings back one member",
+            ));
+        };
         if generation != key.generation {
             return Err(TaskFailure::new(
                 ErrorCode::Conflict,
@@ -889,6 +911,7 @@ async fn repair(
                 ),
             ));
         }
+        let newcomer = replacement.member.tag.clone();
         let outcomes = run_session(
             state,
             key_uuid,
@@ -911,34 +934,83 @@ async fn repair(
             ));
         }
         info!("restored share delivered; refreshing every share");
-        return Ok((members, replacement));
+        return Ok((members, replacements));
     }
-    let mut parties = helpers.clone();
-    parties.push(newcomer);
-    let outcomes = run_session(
-        state,
-        key_uuid,
-        Operation::Repair {
-            generation: key.generation,
-            threshold: key.threshold,
-            public_key: public_key.to_vec(),
-            participants: peers,
-            replacement: replacement.clone(),
-            helpers,
-            exportable: key.exportable,
-        },
-        &parties,
-        state.config.keygen_timeout,
-    )
-    .await?;
-    if let Some((tag, _)) = outcomes.iter().find(|(_, o)| *o != Outcome::Repaired) {
+    // Helpers: members that lost nothing. Neither a lost member nor a share rebuilt by an
+    // earlier repair of this recovery (it is hollow and cannot help) is among them.
+    let helpers: Vec<NodeTag> = participants
+        .iter()
+        .filter(|p| {
+            !pairs
+                .iter()
+                .any(|(lost, newcomer)| lost == *p || newcomer == *p)
+        })
+        .take(usize::from(key.threshold))
+        .cloned()
+        .collect();
+    if helpers.len() < usize::from(key.threshold) {
         return Err(TaskFailure::new(
-            ErrorCode::ProtocolFailed,
-            format!("node {tag} did not confirm the repair"),
+            ErrorCode::InvalidParameter,
+            format!(
+                "a repair needs {} members that lost nothing; only {} are left",
+                key.threshold,
+                helpers.len()
+            ),
         ));
     }
-    info!("repair done; refreshing every share");
-    Ok((members, replacement))
+    let count = replacements.len();
+    for (i, replacement) in replacements.iter().enumerate() {
+        let (lost, newcomer) = (&replacement.lost, &replacement.member.tag);
+        // With several lost members, every message says which repair failed and which
+        // were done (their recipients hold shares that cannot sign until the refresh).
+        let step = |message: String| {
+            if count == 1 {
+                message
+            } else {
+                format!(
+                    "repairing {lost} onto {newcomer} (repair {} of {count}): {message}",
+                    i + 1
+                )
+            }
+        };
+        let also_replaced: Vec<Replacement> = replacements
+            .iter()
+            .filter(|r| r.lost != *lost)
+            .cloned()
+            .collect();
+        let mut parties = helpers.clone();
+        parties.push(newcomer.clone());
+        let outcomes = run_session(
+            state,
+            key_uuid,
+            Operation::Repair {
+                generation: key.generation,
+                threshold: key.threshold,
+                public_key: public_key.to_vec(),
+                participants: peers.clone(),
+                replacement: replacement.clone(),
+                also_replaced,
+                helpers: helpers.clone(),
+                exportable: key.exportable,
+            },
+            &parties,
+            state.config.keygen_timeout,
+        )
+        .await
+        .map_err(|f| TaskFailure {
+            message: step(f.message),
+            ..f
+        })?;
+        if let Some((tag, _)) = outcomes.iter().find(|(_, o)| *o != Outcome::Repaired) {
+            return Err(TaskFailure::new(
+                ErrorCode::ProtocolFailed,
+                step(format!("node {tag} did not confirm the repair")),
+            ));
+        }
+        info!(%lost, %newcomer, step = i + 1, of = count, "repair done");
+    }
+    info!("every lost share rebuilt; refreshing every share");
+    Ok((members, replacements))
 }
 
 /// Spawns the signing task `instance_id` in the background.

@@ -521,7 +521,7 @@ mod tests {
             scheme: Scheme::Dkls23Secp256k1,
             operation: Operation::Refresh {
                 generation: 1,
-                replacement: None,
+                replacements: vec![],
             },
             nonce: [0; 32],
         }

@@ -403,11 +403,27 @@ struct Roster {
     fault: Fault,
     /// What becomes of a share the session produces.
     disposition: Disposition,
-    /// For a repair helper: (generation, lost member), recorded before its term goes out.
-    repair_help: Option<(u32, NodeTag)>,
+    /// For a repair helper: what it records before its term goes out.
+    repair_help: Option<RepairHelp>,
     me: PartyIndex,
     session_id: [u8; 32],
     peers: HashMap<PartyIndex, ShareParticipant>,
+}
+
+/// The repair a helper takes part in, recorded in its store (`record_repair_help`): every
+/// member the recovery replaces, not only the one this session rebuilds. Together with
+/// helpers fixed by the replaced set (see [`prepare_repair`]), any two repairs of one
+/// generation then share a helper that saw both replaced sets, so a gateway cannot have
+/// more than `limit` members rebuilt from one generation by splitting them across
+/// recoveries with different helpers.
+#[derive(Clone)]
+struct RepairHelp {
+    generation: u32,
+    /// The member this session rebuilds first, then the recovery's other lost members.
+    replaced: Vec<NodeTag>,
+    /// How many members of the key may be rebuilt from one generation, from the helper's
+    /// own share ([`node::max_lost_at_once`]).
+    limit: usize,
 }
 
 impl Roster {
@@ -499,14 +515,15 @@ async fn drive_session(
         } => prepare_sign(ctx, &start, signers, digest, *generation, derivation_path).await?,
         Operation::Refresh {
             generation,
-            replacement,
-        } => prepare_refresh(ctx, &start, *generation, replacement.as_ref()).await?,
+            replacements,
+        } => prepare_refresh(ctx, &start, *generation, replacements).await?,
         Operation::Repair {
             generation,
             threshold,
             public_key,
             participants,
             replacement,
+            also_replaced,
             helpers,
             exportable,
         } => {
@@ -516,6 +533,7 @@ async fn drive_session(
                 public_key,
                 participants,
                 replacement,
+                also_replaced,
                 helpers,
                 exportable: *exportable,
             };
@@ -688,19 +706,22 @@ async fn send_all(
     if msgs.is_empty() {
         return Ok(());
     }
-    if let Some((generation, lost)) = &roster.repair_help {
+    if let Some(help) = &roster.repair_help {
         // Recorded only now, when the term is about to leave: a repair refused before any
-        // term went out does not block the repair of another member.
-        let (store, key_id, generation, lost) =
-            (ctx.store.clone(), start.key_id, *generation, lost.clone());
-        let allowed =
-            blocking(move || store.record_repair_help(&key_id, generation, lost.as_str()))
-                .await?
-                .map_err(|e| Failure::internal(e.to_string()))?;
-        if !allowed {
-            return Err(Failure::bad(
-                "this node already helped repair another member of this key at this share generation; refresh the key first",
-            ));
+        // term went out does not count against the limit.
+        let (store, key_id, help) = (ctx.store.clone(), start.key_id, help.clone());
+        let limit = help.limit;
+        let decision = blocking(move || {
+            let replaced: Vec<&str> = help.replaced.iter().map(NodeTag::as_str).collect();
+            store.record_repair_help(&key_id, help.generation, &replaced, limit)
+        })
+        .await?
+        .map_err(|e| Failure::internal(e.to_string()))?;
+        if let crate::store::RepairHelp::Refused { named } = decision {
+            return Err(Failure::bad(format!(
+                "with the members this recovery replaces, this node would have helped repairs of more than {limit} members of this key at this share generation, more than the key allows (fewer than its threshold); members named before at this generation: {}; retry the recovery with them, or refresh the key first",
+                named.join(", ")
+            )));
         }
     }
     let ctx2 = ctx.clone();
@@ -931,7 +952,7 @@ async fn prepare_refresh(
     ctx: &Arc<NodeContext>,
     start: &SessionStart,
     generation: u32,
-    replacement: Option<&node::Replacement>,
+    replacements: &[node::Replacement],
 ) -> Result<(Roster, Box<dyn Session>), Failure> {
     let store = ctx.store.clone();
     let key_id = start.key_id;
@@ -954,8 +975,8 @@ async fn prepare_refresh(
     }
     let mut share = load_share(ctx, key_id).await?;
     check_scheme(&share, start)?;
-    if let Some(r) = replacement {
-        adopt_replacement(ctx, &mut share, r).await?;
+    if !replacements.is_empty() {
+        adopt_replacements(ctx, &mut share, replacements)?;
     } else if share.needs_refresh() {
         return Err(Failure::bad(
             "this node's share was rebuilt by a repair; only the recovery that made it can refresh it",
@@ -1006,69 +1027,118 @@ async fn prepare_refresh(
     Ok((roster, session))
 }
 
-/// Puts a recovery's replacement in the lost member's place in `share` (the recipient's
-/// repaired share has it already). Its key is pinned only once the refresh has produced
-/// this node's new share (see [`drive_session`]).
-async fn adopt_replacement(
+/// Puts each of a recovery's replacements in its lost member's place in `share` (a
+/// recipient's repaired share lists the replacements already). Every replacement must fit
+/// the share as it was: a distinct slot each, a distinct newcomer each, never this node
+/// in place of itself, and no more of them than the key can rebuild from one generation
+/// (counted from this share, not taken from the gateway). Their keys are pinned only once
+/// the refresh has produced this node's new share (see [`drive_session`]).
+fn adopt_replacements(
     ctx: &Arc<NodeContext>,
     share: &mut KeyShare,
-    r: &node::Replacement,
+    replacements: &[node::Replacement],
 ) -> Result<(), Failure> {
-    let members = share.participants();
+    let members = share.participants().to_vec();
+    let limit = node::max_lost_at_once(usize::from(share.threshold()), members.len());
+    if replacements.len() > limit {
+        return Err(Failure::bad(format!(
+            "{} replacements in one refresh, but a {}-of-{} key can rebuild at most {limit} members at once",
+            replacements.len(),
+            share.threshold(),
+            members.len()
+        )));
+    }
     let position = |tag: &NodeTag| members.iter().position(|p| p.tag == *tag);
-    let index = match (position(&r.lost), position(&r.member.tag)) {
-        // Helpers and bystanders: the lost member is still listed.
-        (Some(i), None) => i,
-        (Some(i), Some(j)) if i == j => i,
-        // The recipient: its repaired share lists the replacement already.
-        (None, Some(j)) => j,
-        _ => {
+    let mut slots: Vec<usize> = Vec::with_capacity(replacements.len());
+    for (k, r) in replacements.iter().enumerate() {
+        if replacements[..k]
+            .iter()
+            .any(|o| o.lost == r.lost || o.member.tag == r.member.tag)
+        {
             return Err(Failure::bad(format!(
-                "the replacement of {} by {} does not fit this key's members",
+                "{} or {} is named in two replacements",
                 r.lost, r.member.tag
             )));
         }
-    };
-    let member = ShareParticipant {
-        tag: r.member.tag.clone(),
-        encryption_key: r.member.encryption_key,
-    };
-    if members[index] != member {
-        if usize::from(share.my_index()) == index + 1 {
+        let index = match (position(&r.lost), position(&r.member.tag)) {
+            // Helpers and bystanders: the lost member is still listed.
+            (Some(i), None) => i,
+            (Some(i), Some(j)) if i == j => i,
+            // A recipient: its repaired share lists the replacement already.
+            (None, Some(j)) => j,
+            _ => {
+                return Err(Failure::bad(format!(
+                    "the replacement of {} by {} does not fit this key's members",
+                    r.lost, r.member.tag
+                )));
+            }
+        };
+        if slots.contains(&index) {
+            return Err(Failure::bad(format!(
+                "two replacements for the place of member {}",
+                index + 1
+            )));
+        }
+        slots.push(index);
+        let member = ShareParticipant {
+            tag: r.member.tag.clone(),
+            encryption_key: r.member.encryption_key,
+        };
+        if members[index] != member && usize::from(share.my_index()) == index + 1 {
             return Err(Failure::bad(
                 "this node cannot be the replacement of itself",
             ));
         }
-        share
-            .replace_participant((index + 1) as PartyIndex, member)
-            .map_err(|e| Failure::bad(e.to_string()))?;
+        if r.member.tag == ctx.tag && r.member.encryption_key != ctx.enc.public_key() {
+            return Err(Failure::bad(
+                "the gateway announced a different encryption key for this node",
+            ));
+        }
     }
-    if r.member.tag == ctx.tag && r.member.encryption_key != ctx.enc.public_key() {
-        return Err(Failure::bad(
-            "the gateway announced a different encryption key for this node",
-        ));
+    for (r, index) in replacements.iter().zip(slots) {
+        let member = ShareParticipant {
+            tag: r.member.tag.clone(),
+            encryption_key: r.member.encryption_key,
+        };
+        if members[index] != member {
+            share
+                .replace_participant((index + 1) as PartyIndex, member)
+                .map_err(|e| Failure::bad(e.to_string()))?;
+        }
     }
     Ok(())
 }
 
-/// After a recovery's refresh completed here: pin the replacement's key, so later keys
-/// with it work. Not before: a refresh that never ran through must not move a pin.
+/// After a recovery's refresh completed here: pin the replacements' keys, so later keys
+/// with them work. Not before: a refresh that never ran through must not move a pin.
 async fn pin_replacement(ctx: &Arc<NodeContext>, operation: &Operation) -> Result<(), Failure> {
-    let Operation::Refresh {
-        replacement: Some(r),
-        ..
-    } = operation
-    else {
+    let Operation::Refresh { replacements, .. } = operation else {
         return Ok(());
     };
-    if r.member.tag == ctx.tag {
+    let pins: Vec<(NodeTag, [u8; 32])> = replacements
+        .iter()
+        .filter(|r| r.member.tag != ctx.tag)
+        .map(|r| (r.member.tag.clone(), r.member.encryption_key))
+        .collect();
+    if pins.is_empty() {
         return Ok(());
     }
     let store = ctx.store.clone();
-    let (tag, key) = (r.member.tag.clone(), r.member.encryption_key);
-    blocking(move || store.repin_peer(tag.as_str(), &key))
-        .await?
-        .map_err(|e| Failure::internal(e.to_string()))
+    blocking(move || {
+        pins.iter()
+            .try_for_each(|(tag, key)| store.repin_peer(tag.as_str(), key))
+    })
+    .await?
+    .map_err(|e| Failure::internal(e.to_string()))
+}
+
+/// The places (0-based, key order) of a repair's helpers: the first `threshold` of the
+/// `members` places that the recovery does not replace.
+fn repair_helper_places(members: usize, replaced: &[usize], threshold: usize) -> Vec<usize> {
+    (0..members)
+        .filter(|i| !replaced.contains(i))
+        .take(threshold)
+        .collect()
 }
 
 /// The parameters of a repair as the gateway sent them.
@@ -1078,6 +1148,7 @@ struct RepairParams<'a> {
     public_key: &'a [u8],
     participants: &'a [node::Peer],
     replacement: &'a node::Replacement,
+    also_replaced: &'a [node::Replacement],
     helpers: &'a [NodeTag],
     exportable: bool,
 }
@@ -1115,12 +1186,62 @@ async fn prepare_repair(
             .map(|i| (i + 1) as PartyIndex)
             .ok_or_else(|| Failure::bad(format!("helper {tag} is not a member of the key")))
     };
+    // The other members this recovery replaces: where their newcomers sit in `after`
+    // and the lost tag a helper's share still names there.
+    let mut replaced: Vec<(usize, &NodeTag)> = vec![(lost_index, &p.replacement.lost)];
+    for r in p.also_replaced {
+        let slot = after
+            .iter()
+            .position(|m| m.tag == r.member.tag && m.encryption_key == r.member.encryption_key)
+            .ok_or_else(|| {
+                Failure::bad(format!(
+                    "the replacement of {} by {} is not among the members after the recovery",
+                    r.lost, r.member.tag
+                ))
+            })?;
+        if replaced
+            .iter()
+            .any(|(i, lost)| *i == slot || **lost == r.lost)
+        {
+            return Err(Failure::bad(format!(
+                "{} or its place is named in two replacements",
+                r.lost
+            )));
+        }
+        replaced.push((slot, &r.lost));
+    }
     let mut helper_indices = p
         .helpers
         .iter()
         .map(index_of)
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(h) = p.helpers.iter().zip(&helper_indices).find(|(_, i)| {
+        replaced
+            .iter()
+            .any(|(slot, _)| usize::from(**i) == slot + 1)
+    }) {
+        return Err(Failure::bad(format!(
+            "helper {} takes the place of a member this recovery replaces",
+            h.0
+        )));
+    }
+    // The helpers must be the first `threshold` members, in key order, that the recovery
+    // does not replace (the gateway's own choice). With every helper recording all the
+    // replaced members it is told of (`RepairHelp`), repairs of one generation cannot
+    // use disjoint helper sets to rebuild more members than the limit.
+    let slots: Vec<usize> = replaced.iter().map(|(slot, _)| *slot).collect();
+    let expected: Vec<PartyIndex> =
+        repair_helper_places(after.len(), &slots, usize::from(p.threshold))
+            .into_iter()
+            .map(|i| (i + 1) as PartyIndex)
+            .collect();
     helper_indices.sort_unstable();
+    if helper_indices != expected {
+        return Err(Failure::bad(format!(
+            "the helpers must be the first {} members, in key order, that the recovery does not replace",
+            p.threshold
+        )));
+    }
     let helper_tags: Vec<NodeTag> = helper_indices
         .iter()
         .map(|&i| tags[usize::from(i) - 1].clone())
@@ -1216,16 +1337,26 @@ async fn prepare_repair(
     let mine = share.participants();
     let agrees = mine.len() == after.len()
         && mine.iter().zip(&after).enumerate().all(|(i, (a, b))| {
-            if i == lost_index {
-                a.tag == p.replacement.lost
-            } else {
-                a == b
+            match replaced.iter().find(|(slot, _)| *slot == i) {
+                Some((_, lost)) => a.tag == **lost,
+                None => a == b,
             }
         });
     if !agrees || share.threshold() != p.threshold || share.public_key() != public_key {
         return Err(Failure::bad(
             "the key's members, threshold or public key differ from this node's share",
         ));
+    }
+    // The rebuilt shares of one generation stay fewer than the threshold (and leave
+    // threshold members that lost nothing), counted from this node's own share.
+    let limit = node::max_lost_at_once(usize::from(share.threshold()), mine.len());
+    if replaced.len() > limit {
+        return Err(Failure::bad(format!(
+            "the recovery replaces {} members, but a {}-of-{} key can rebuild at most {limit} at once",
+            replaced.len(),
+            share.threshold(),
+            mine.len()
+        )));
     }
     if share.exportable() != p.exportable {
         return Err(Failure::bad(
@@ -1234,7 +1365,11 @@ async fn prepare_repair(
     }
     let me = share.my_index();
     let session = dkms_mpc::repair_helper(share, cfg).map_err(|e| Failure::bad(e.to_string()))?;
-    let help = Some((generation, p.replacement.lost.clone()));
+    let help = Some(RepairHelp {
+        generation,
+        replaced: replaced.iter().map(|(_, lost)| (*lost).clone()).collect(),
+        limit,
+    });
     Ok((roster(me, Disposition::Store, help), session))
 }
 
@@ -1705,5 +1840,363 @@ mod tests {
                 (e, other) => panic!("exportable {e}: unexpected {:?}", other.is_ok()),
             }
         }
+    }
+
+    /// A `t`-of-`n` key split by a dealer among node1 (this node, `ctx`) and node2..node`n`,
+    /// with node1's share stored at generation 0.
+    struct Split {
+        ctx: Arc<NodeContext>,
+        key_id: uuid::Uuid,
+        peers: Vec<node::Peer>,
+        /// node1's share, encoded (a share is not `Clone`).
+        bytes: Vec<u8>,
+        share: KeyShare,
+        rt: tokio::runtime::Runtime,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Split {
+        fn mine(&self) -> KeyShare {
+            KeyShare::from_bytes(&self.bytes).unwrap()
+        }
+    }
+
+    fn done<T>(r: Result<T, Failure>) -> T {
+        r.unwrap_or_else(|f| panic!("refused: {}", f.message))
+    }
+
+    fn peer(n: u8) -> node::Peer {
+        node::Peer {
+            tag: format!("node{n}").parse().unwrap(),
+            encryption_key: EncryptionKeypair::from_seed(&[n; 32]).public_key(),
+        }
+    }
+
+    fn split(t: u8, n: u8) -> Split {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Arc::new(SoftwareSealer::from_key_file(&dir.path().join("k")).unwrap());
+        let store = Arc::new(NodeStore::open(&dir.path().join("s.redb"), sealer).unwrap());
+        let ctx = Arc::new(NodeContext::new("node1".parse().unwrap(), store.clone()).unwrap());
+        let mut peers = vec![node::Peer {
+            tag: ctx.tag.clone(),
+            encryption_key: ctx.enc.public_key(),
+        }];
+        peers.extend((2..=n).map(peer));
+        let members: Vec<ShareParticipant> = peers.iter().cloned().map(Into::into).collect();
+        let pem = "-----BEGIN EC PRIVATE KEY-----\nMC4CAQEEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHoAcGBSuBBAAK\n-----END EC PRIVATE KEY-----\n";
+        let secret =
+            dkms_mpc::import::parse_private_key_pem(pem, None, dkms_mpc::Curve::Secp256k1).unwrap();
+        let key_id = uuid::Uuid::new_v4();
+        let share = dkms_mpc::import::split(&secret, key_id, t, members)
+            .unwrap()
+            .remove(0);
+        let bytes = share.to_bytes().to_vec();
+        store.put_share(&key_id, &bytes).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Split {
+            ctx,
+            key_id,
+            peers,
+            bytes,
+            share,
+            rt,
+            _dir: dir,
+        }
+    }
+
+    fn replaced(lost: u8, by: node::Peer) -> node::Replacement {
+        node::Replacement {
+            lost: format!("node{lost}").parse().unwrap(),
+            member: by,
+        }
+    }
+
+    /// node4 back in place with a new key (seed 14), node5 replaced by node6.
+    fn two_replacements() -> Vec<node::Replacement> {
+        let node4_again = node::Peer {
+            encryption_key: EncryptionKeypair::from_seed(&[14; 32]).public_key(),
+            ..peer(4)
+        };
+        vec![replaced(4, node4_again), replaced(5, peer(6))]
+    }
+
+    #[test]
+    fn a_refresh_adopts_as_many_replacements_as_the_key_allows_and_no_more() {
+        let k = split(3, 5);
+        let two = two_replacements();
+        let mut share = k.mine();
+        done(adopt_replacements(&k.ctx, &mut share, &two));
+        let tags: Vec<&str> = share
+            .participants()
+            .iter()
+            .map(|p| p.tag.as_str())
+            .collect();
+        assert_eq!(tags, ["node1", "node2", "node3", "node4", "node6"]);
+        assert_eq!(
+            share.participants()[3].encryption_key,
+            two[0].member.encryption_key
+        );
+        // A share that lists the replacements already (a recipient's) takes them as is.
+        let mut again = KeyShare::from_bytes(&share.to_bytes()).unwrap();
+        done(adopt_replacements(&k.ctx, &mut again, &two));
+        assert_eq!(again.participants(), share.participants());
+
+        let refused = |list: Vec<node::Replacement>, words: &str| {
+            let mut share = k.mine();
+            let f = adopt_replacements(&k.ctx, &mut share, &list).unwrap_err();
+            assert_eq!(f.kind, FailureKind::BadParameters);
+            assert!(f.message.contains(words), "{words}: {}", f.message);
+            assert_eq!(share.participants(), k.share.participants(), "unchanged");
+        };
+        // A third member would let the rebuilt shares of one generation reach t = 3.
+        let mut three = two.clone();
+        three.push(replaced(3, peer(7)));
+        refused(three, "at most 2");
+        refused(
+            vec![replaced(5, peer(6)), replaced(5, peer(7))],
+            "named in two replacements",
+        );
+        refused(
+            vec![replaced(4, peer(6)), replaced(5, peer(6))],
+            "named in two replacements",
+        );
+        refused(
+            vec![replaced(5, peer(6)), replaced(6, peer(7))],
+            "does not fit",
+        );
+        refused(vec![replaced(1, peer(1))], "replacement of itself");
+    }
+
+    fn repair_params<'a>(
+        k: &'a Split,
+        after: &'a [node::Peer],
+        replacement: &'a node::Replacement,
+        also_replaced: &'a [node::Replacement],
+        helpers: &'a [NodeTag],
+    ) -> RepairParams<'a> {
+        RepairParams {
+            generation: 0,
+            threshold: k.share.threshold(),
+            public_key: Box::leak(Box::new(k.share.public_key())),
+            participants: after,
+            replacement,
+            also_replaced,
+            helpers,
+            exportable: false,
+        }
+    }
+
+    fn start(key_id: uuid::Uuid) -> SessionStart {
+        SessionStart {
+            session: 1,
+            key_id,
+            scheme: node::Scheme::Dkls23Secp256k1,
+            operation: Operation::Delete,
+            nonce: [0; 32],
+        }
+    }
+
+    /// A helper rebuilds one lost member while another of the same recovery is listed by
+    /// its newcomer; it checks every other member against its own share, refuses a helper
+    /// in a replaced place, and refuses a recovery that replaces more members than its
+    /// own share's threshold allows.
+    #[test]
+    fn a_helper_accepts_the_other_replacements_of_its_recovery_up_to_the_limit() {
+        let k = split(3, 5);
+        let two = two_replacements();
+        let mut after = k.peers.clone();
+        after[3] = two[0].member.clone();
+        after[4] = two[1].member.clone();
+        let helpers: Vec<NodeTag> = after[..3].iter().map(|p| p.tag.clone()).collect();
+        let run = |p: RepairParams<'_>| {
+            k.rt.block_on(prepare_repair(&k.ctx, &start(k.key_id), &p))
+                .map(|(roster, _)| roster)
+        };
+        let roster = done(run(repair_params(&k, &after, &two[0], &two[1..], &helpers)));
+        let help = roster.repair_help.unwrap();
+        let named: Vec<&str> = help.replaced.iter().map(NodeTag::as_str).collect();
+        assert_eq!((named, help.limit), (vec!["node4", "node5"], 2));
+        let roster = done(run(repair_params(&k, &after, &two[1], &two[..1], &helpers)));
+        assert_eq!(roster.repair_help.unwrap().replaced[0].as_str(), "node5");
+
+        let refused = |p: RepairParams<'_>, words: &str| {
+            let f = run(p).err().unwrap();
+            assert_eq!(f.kind, FailureKind::BadParameters);
+            assert!(f.message.contains(words), "{words}: {}", f.message);
+        };
+        // Without the other replacement named, node6 in node5's place is a wrong member.
+        refused(
+            repair_params(&k, &after, &two[0], &[], &helpers),
+            "members, threshold or public key differ",
+        );
+        // The helpers are the first three members the recovery does not replace: a
+        // gateway cannot pick another set for a repair of node4 alone.
+        let mut only_node4 = k.peers.clone();
+        only_node4[3] = two[0].member.clone();
+        let skip_node3: Vec<NodeTag> = ["node1", "node2", "node5"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        refused(
+            repair_params(&k, &only_node4, &two[0], &[], &skip_node3),
+            "must be the first 3 members",
+        );
+        done(run(repair_params(&k, &only_node4, &two[0], &[], &helpers)));
+        // A replaced member cannot help.
+        let bad_helpers: Vec<NodeTag> = ["node1", "node2", "node6"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        refused(
+            repair_params(&k, &after, &two[0], &two[1..], &bad_helpers),
+            "takes the place of a member this recovery replaces",
+        );
+        refused(
+            repair_params(&k, &after, &two[0], &[two[0].clone()], &helpers),
+            "named in two replacements",
+        );
+
+        // 3-of-6: two replaced members pass, a third is refused by the node itself.
+        let k = split(3, 6);
+        let mut after = k.peers.clone();
+        let all = [
+            replaced(4, peer(14)),
+            replaced(5, peer(15)),
+            replaced(6, peer(16)),
+        ];
+        for (i, r) in all.iter().enumerate() {
+            after[3 + i] = r.member.clone();
+        }
+        let helpers: Vec<NodeTag> = after[..3].iter().map(|p| p.tag.clone()).collect();
+        let mut two_after = after.clone();
+        two_after[5] = k.peers[5].clone();
+        let run = |p: RepairParams<'_>| {
+            k.rt.block_on(prepare_repair(&k.ctx, &start(k.key_id), &p))
+                .map(|(roster, _)| roster)
+        };
+        assert_eq!(
+            done(run(repair_params(
+                &k,
+                &two_after,
+                &all[0],
+                &all[1..2],
+                &helpers
+            )))
+            .repair_help
+            .unwrap()
+            .limit,
+            2
+        );
+        let f = run(repair_params(&k, &after, &all[0], &all[1..], &helpers))
+            .err()
+            .unwrap();
+        assert!(f.message.contains("at most 2"), "{}", f.message);
+    }
+
+    /// The rule of `prepare_repair` and `record_repair_help` against a gateway that
+    /// splits lost members across repairs: helpers fixed by the replaced set, each
+    /// recording every member replaced by the repairs it helped, at most
+    /// `max_lost_at_once` of them. Every strategy (any replaced sets, each repaired as
+    /// often as wished) is searched: none rebuilds `t` members of one generation.
+    /// Without fixed helpers (any t members outside the set), 3-of-5 would allow it.
+    #[test]
+    fn no_split_of_repairs_rebuilds_threshold_members_in_one_generation() {
+        fn sets(n: usize, max: usize) -> Vec<Vec<usize>> {
+            let mut out: Vec<Vec<usize>> = vec![vec![]];
+            for i in 0..n {
+                let more: Vec<Vec<usize>> = out
+                    .iter()
+                    .filter(|s| s.len() < max)
+                    .map(|s| [s.as_slice(), &[i]].concat())
+                    .collect();
+                out.extend(more);
+            }
+            out.retain(|s| !s.is_empty());
+            out
+        }
+        /// Extends `recorded` (per helper) with repairs of `options[from..]`; true if some
+        /// strategy replaces `t` members in all.
+        fn reaches(
+            n: usize,
+            t: usize,
+            limit: usize,
+            options: &[Vec<usize>],
+            from: usize,
+            recorded: &[Vec<usize>],
+            covered: &[usize],
+        ) -> bool {
+            if covered.len() >= t {
+                return true;
+            }
+            for (k, set) in options.iter().enumerate().skip(from) {
+                if set.iter().all(|m| covered.contains(m)) {
+                    continue;
+                }
+                let helpers = repair_helper_places(n, set, t);
+                let mut next = recorded.to_vec();
+                let fits = helpers.iter().all(|&h| {
+                    for m in set {
+                        if !next[h].contains(m) {
+                            next[h].push(*m);
+                        }
+                    }
+                    next[h].len() <= limit
+                });
+                if !fits {
+                    continue;
+                }
+                let mut more = covered.to_vec();
+                more.extend(set.iter().filter(|m| !covered.contains(m)));
+                if reaches(n, t, limit, options, k + 1, &next, &more) {
+                    return true;
+                }
+            }
+            false
+        }
+        for (t, n) in [
+            (2, 3),
+            (2, 4),
+            (3, 5),
+            (3, 6),
+            (4, 6),
+            (3, 7),
+            (4, 7),
+            (2, 8),
+        ] {
+            let limit = node::max_lost_at_once(t, n);
+            let options = sets(n, limit);
+            assert_eq!(repair_helper_places(n, &[], t), (0..t).collect::<Vec<_>>());
+            assert!(
+                !reaches(n, t, limit, &options, 0, &vec![vec![]; n], &[]),
+                "{t}-of-{n}: a split of repairs rebuilds {t} members"
+            );
+        }
+        // Why the helpers are fixed: with any three helpers outside the rebuilt member,
+        // each recording only that member, these three repairs of a 3-of-5 key stay within
+        // two members per helper and rebuild three.
+        let free_choice = [(0, [1, 2, 3]), (1, [0, 2, 4]), (2, [0, 1, 3])];
+        let mut per_helper = vec![Vec::new(); 5];
+        for (rebuilt, helpers) in free_choice {
+            assert!(!helpers.contains(&rebuilt));
+            for h in helpers {
+                per_helper[h].push(rebuilt);
+            }
+        }
+        assert!(
+            per_helper
+                .iter()
+                .all(|r| r.len() <= node::max_lost_at_once(3, 5))
+        );
+        assert!(
+            free_choice
+                .iter()
+                .any(|(rebuilt, helpers)| repair_helper_places(5, &[*rebuilt], 3) != helpers)
+        );
+        // The honest recovery of two of a 3-of-5 key fits: helpers 0, 1, 2 record {3, 4}.
+        assert_eq!(repair_helper_places(5, &[3, 4], 3), [0, 1, 2]);
+        assert_eq!(repair_helper_places(5, &[0, 2], 3), [1, 3, 4]);
     }
 }

@@ -42,9 +42,15 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new(META_NAME);
 const STAGED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(STAGED_NAME);
 /// The generation of the share in `shares` (absent = 0, the generation a key is born with).
 const GENERATIONS: TableDefinition<&[u8; 16], u32> = TableDefinition::new(GENERATIONS_NAME);
-/// The repair this node last helped with, per key: generation (u32 big endian) ‖ the lost
-/// member's tag. Public facts, kept to refuse a second repair of another member.
+/// The members replaced by the repairs this node helped with at the latest share
+/// generation it helped at, per key: generation (u32 big endian) ‖ their tags joined by
+/// `,` (a byte no tag holds, so a record of the first format, with one tag, reads as a
+/// set of one). Public facts, kept to refuse rebuilding more members of one generation
+/// than the key allows.
 const REPAIRS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new(REPAIRS_NAME);
+
+/// Between the tags of a `repairs_helped` record.
+const REPAIR_TAG_SEPARATOR: u8 = b',';
 
 /// Domain separator at the start of every record's associated data.
 const AAD_DOMAIN: &[u8] = b"dkms/node-store/v1";
@@ -102,6 +108,21 @@ pub enum StoreError {
     PinMismatch { tag: String },
     #[error("the operating system random number generator failed: {0}")]
     Random(String),
+}
+
+/// What [`NodeStore::record_repair_help`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairHelp {
+    /// Recorded (or recorded already): the helper may give its term.
+    Recorded,
+    /// Over the limit; `named` are the members already recorded at that generation.
+    Refused { named: Vec<String> },
+}
+
+impl RepairHelp {
+    pub fn allowed(&self) -> bool {
+        *self == RepairHelp::Recorded
+    }
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -264,40 +285,69 @@ impl NodeStore {
         Ok(())
     }
 
-    /// Records that this node helps repair member `lost` of `key_id` at `generation`.
-    /// `Ok(false)` if it already helped repair a different member at that generation: two
-    /// repaired shares of one generation could be combined, so a second member is repaired
-    /// only after the refresh of the first has moved the key to a new generation.
+    /// Records that this node helps a repair of `key_id` at `generation` that replaces the
+    /// members `replaced` (the one it rebuilds and the recovery's other lost members).
+    /// [`RepairHelp::Refused`], recording nothing, if that would make more than `limit` distinct
+    /// members in the repairs it helped at that generation: each repair hands its
+    /// recipient a real share of the generation, and the caller's `limit` (below the
+    /// key's threshold, from this node's own share) keeps the rebuilt shares from making
+    /// the key together. Members already recorded (a retried recovery) are always
+    /// allowed; a new generation starts a new set.
     pub fn record_repair_help(
         &self,
         key_id: &uuid::Uuid,
         generation: u32,
-        lost: &str,
-    ) -> Result<bool, StoreError> {
-        let mut value = generation.to_be_bytes().to_vec();
-        value.extend_from_slice(lost.as_bytes());
-        let txn = self.db.begin_write().map_err(db)?;
+        replaced: &[&str],
+        limit: usize,
+    ) -> Result<RepairHelp, StoreError> {
+        if replaced
+            .iter()
+            .any(|t| t.is_empty() || t.as_bytes().contains(&REPAIR_TAG_SEPARATOR))
         {
+            return Ok(RepairHelp::Refused { named: Vec::new() });
+        }
+        let txn = self.db.begin_write().map_err(db)?;
+        let allowed = {
             let mut table = txn.open_table(REPAIRS).map_err(db)?;
             let previous = table
                 .get(key_id.as_bytes())
                 .map_err(db)?
                 .map(|g| g.value().to_vec());
-            if let Some(prev) = previous
-                && let Some((g, tag)) = prev.split_at_checked(4)
-                && g == generation.to_be_bytes()
-                && tag != lost.as_bytes()
-            {
-                drop(table);
-                txn.abort().map_err(db)?;
-                return Ok(false);
+            let mut helped: Vec<&[u8]> = previous
+                .as_deref()
+                .and_then(|prev| prev.split_at_checked(4))
+                .filter(|(g, _)| *g == generation.to_be_bytes())
+                .map(|(_, tags)| {
+                    tags.split(|b| *b == REPAIR_TAG_SEPARATOR)
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let known = helped.len();
+            for tag in replaced {
+                if !helped.contains(&tag.as_bytes()) {
+                    helped.push(tag.as_bytes());
+                }
             }
-            table
-                .insert(key_id.as_bytes(), value.as_slice())
-                .map_err(db)?;
-        }
+            if helped.len() > limit {
+                let named = helped[..known]
+                    .iter()
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .collect();
+                RepairHelp::Refused { named }
+            } else {
+                if helped.len() > known {
+                    let mut value = generation.to_be_bytes().to_vec();
+                    value.extend_from_slice(&helped.join(&REPAIR_TAG_SEPARATOR));
+                    table
+                        .insert(key_id.as_bytes(), value.as_slice())
+                        .map_err(db)?;
+                }
+                RepairHelp::Recorded
+            }
+        };
         txn.commit().map_err(db)?;
-        Ok(true)
+        Ok(allowed)
     }
 
     /// Deletes a key share, with any staged successor; `true` if there was one.
@@ -877,21 +927,234 @@ mod tests {
     }
 
     #[test]
-    fn a_helper_repairs_one_member_per_generation() {
+    fn a_helper_repairs_at_most_the_limit_of_members_per_generation() {
         let dir = tempfile::tempdir().unwrap();
         let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
-        assert!(store.record_repair_help(&id(1), 0, "c").unwrap());
-        assert!(store.record_repair_help(&id(1), 0, "c").unwrap(), "a retry");
-        assert!(!store.record_repair_help(&id(1), 0, "b").unwrap());
+        // Limit 1 (a 2-of-3 key): one member per generation, as before.
         assert!(
-            store.record_repair_help(&id(2), 0, "b").unwrap(),
+            store
+                .record_repair_help(&id(1), 0, &["c"], 1)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(1), 0, &["c"], 1)
+                .unwrap()
+                .allowed(),
+            "a retry"
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(1), 0, &["b"], 1)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(2), 0, &["b"], 1)
+                .unwrap()
+                .allowed(),
             "another key"
         );
         assert!(
-            store.record_repair_help(&id(1), 1, "b").unwrap(),
+            store
+                .record_repair_help(&id(1), 1, &["b"], 1)
+                .unwrap()
+                .allowed(),
             "next generation"
         );
-        assert!(!store.record_repair_help(&id(1), 1, "c").unwrap());
+        assert!(
+            !store
+                .record_repair_help(&id(1), 1, &["c"], 1)
+                .unwrap()
+                .allowed()
+        );
+
+        // Limit 2 (a 3-of-5 key): two members pass, in any order and with retries; a
+        // third is refused, and the refusal records nothing.
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n4"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n5"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n4"], 2)
+                .unwrap()
+                .allowed(),
+            "a retry"
+        );
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n5"], 2)
+                .unwrap()
+                .allowed(),
+            "a retry"
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(3), 4, &["n1"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(3), 4, &["n1"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n5"], 2)
+                .unwrap()
+                .allowed()
+        );
+        // Limit 4 (5-of-9): four pass, the fifth is refused.
+        for (i, tag) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            assert!(
+                store
+                    .record_repair_help(&id(4), 0, &[tag], 4)
+                    .unwrap()
+                    .allowed(),
+                "{i}"
+            );
+        }
+        assert!(
+            !store
+                .record_repair_help(&id(4), 0, &["e"], 4)
+                .unwrap()
+                .allowed()
+        );
+        // A key that cannot spare a member (t = n) allows none; a tag with the
+        // separator is never recorded.
+        assert!(
+            !store
+                .record_repair_help(&id(5), 0, &["a"], 0)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(5), 0, &["a,b"], 3)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(5), 0, &[""], 3)
+                .unwrap()
+                .allowed()
+        );
+        // A repair that replaces several members counts all of them (they are the
+        // recovery's, whichever this one rebuilds): two of a 3-of-5 key pass together,
+        // again and one by one; a recovery naming another member is refused.
+        assert!(
+            store
+                .record_repair_help(&id(6), 2, &["n4", "n5"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(6), 2, &["n5", "n4"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(6), 2, &["n5"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert_eq!(
+            store
+                .record_repair_help(&id(6), 2, &["n4", "n1"], 2)
+                .unwrap(),
+            RepairHelp::Refused {
+                named: vec!["n4".into(), "n5".into()]
+            },
+            "the refusal names the members recorded before"
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(7), 0, &["a", "b", "c"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(7), 0, &["a", "b"], 2)
+                .unwrap()
+                .allowed(),
+            "nothing was recorded"
+        );
+        // The set survives reopening the store.
+        drop(store);
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        assert!(
+            store
+                .record_repair_help(&id(3), 4, &["n4"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(3), 4, &["n2"], 2)
+                .unwrap()
+                .allowed()
+        );
+    }
+
+    #[test]
+    fn a_repair_record_of_the_first_format_reads_as_one_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
+        // Written as the one-member code wrote it: u32be(generation) ‖ tag.
+        let old: &[u8] = b"\x00\x00\x00\x07node3";
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(REPAIRS)
+            .unwrap()
+            .insert(id(1).as_bytes(), old)
+            .unwrap();
+        txn.commit().unwrap();
+        assert!(
+            store
+                .record_repair_help(&id(1), 7, &["node3"], 1)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(1), 7, &["node2"], 1)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            store
+                .record_repair_help(&id(1), 7, &["node2"], 2)
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !store
+                .record_repair_help(&id(1), 7, &["node1"], 2)
+                .unwrap()
+                .allowed()
+        );
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(REPAIRS).unwrap();
+        assert_eq!(
+            table.get(id(1).as_bytes()).unwrap().unwrap().value(),
+            b"\x00\x00\x00\x07node3,node2"
+        );
     }
 
     #[test]

@@ -295,15 +295,26 @@ pub struct KeyIdRequest {
 }
 
 /// `POST /api/mappic/dkms/key/recover`: rebuild the share of a member whose share is
-/// lost (a wiped node that joined again under its tag, or another node taking its place).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// lost (a wiped node that joined again under its tag, or another node taking its place),
+/// or of several members lost at once. Exactly one of `lost_participant` and
+/// `lost_participants` is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoverKeyRequest {
     pub key_id: String,
-    pub lost_participant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_participant: Option<String>,
     /// The node that receives the rebuilt share; the lost one itself if absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_participant: Option<String>,
+    /// Several members lost at once, rebuilt in one task (at most
+    /// min(threshold − 1, totalShares − threshold) of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_participants: Option<Vec<String>>,
+    /// With `lost_participants`: the node that takes each one's place, position by
+    /// position (the lost tag itself to rebuild it in place); all in place if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_participants: Option<Vec<String>>,
 }
 
 /// `POST /api/mappic/dkms/key/export`: break-glass export of an exportable key. Each

@@ -8,7 +8,7 @@ use crate::domain::NodeTag;
 use serde::{Deserialize, Serialize};
 
 /// Version of the link protocol; a node and a gateway of different versions refuse each other.
-pub const LINK_VERSION: u16 = 3;
+pub const LINK_VERSION: u16 = 4;
 
 /// Largest frame either side accepts (DKG rounds carry OT setup of a few hundred KB).
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -43,7 +43,6 @@ pub enum Scheme {
     Dkls23P256,
 }
 
-/// What a session is for. Every node checks these parameters itself before it takes part.
 /// A member of a key that takes a lost member's place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replacement {
@@ -51,6 +50,21 @@ pub struct Replacement {
     pub member: Peer,
 }
 
+/// How many members of a `threshold`-of-`members` key may be rebuilt from one share
+/// generation (one recovery): at most `members - threshold`, so that `threshold` members
+/// that lost nothing are left to help, and at most `threshold - 1`, so that the rebuilt
+/// shares alone never reach the threshold. Each repair hands its recipient a real share
+/// of the generation; a gateway that steered every rebuilt share to nodes it controls
+/// must still hold fewer than `threshold` of them. 0 when the key cannot spare a member
+/// (`threshold == members`). Nodes compute it from their own share, never from the
+/// gateway's word.
+pub fn max_lost_at_once(threshold: usize, members: usize) -> usize {
+    members
+        .saturating_sub(threshold)
+        .min(threshold.saturating_sub(1))
+}
+
+/// What a session is for. Every node checks these parameters itself before it takes part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     /// Distributed key generation among `participants`, in this order (party index = position + 1).
@@ -71,24 +85,30 @@ pub enum Operation {
         derivation_path: Vec<u32>,
     },
     /// Refreshing every participant's share (same public key, new shares). The result is
-    /// staged as `generation`; it becomes live only once the gateway commits it. After a
-    /// repair, `replacement` puts the recipient in the lost member's place in every share.
+    /// staged as `generation`; it becomes live only once the gateway commits it. After the
+    /// repairs of a recovery, `replacements` puts each recipient in its lost member's
+    /// place in every share (empty for a plain refresh).
     Refresh {
         generation: u32,
-        replacement: Option<Replacement>,
+        replacements: Vec<Replacement>,
     },
-    /// Rebuilding the share of the member `lost` (a node whose data is gone) on
-    /// `replacement`, from the shares of exactly `threshold` `helpers` at `generation`.
-    /// The recipient gets a share that cannot sign until the refresh that must follow.
+    /// Rebuilding the share of the member `replacement.lost` (a node whose data is gone)
+    /// on `replacement.member`, from the shares of exactly `threshold` `helpers` at
+    /// `generation`. The recipient gets a share that cannot sign until the refresh that
+    /// must follow.
     Repair {
         generation: u32,
         threshold: u8,
         /// SEC1 compressed public key of the key.
         public_key: Vec<u8>,
-        /// The members in order (party index = position + 1) after the repair: the
-        /// replacement in the lost member's place.
+        /// The members in order (party index = position + 1) after the recovery: each
+        /// replacement (this one and `also_replaced`) in its lost member's place.
         participants: Vec<Peer>,
         replacement: Replacement,
+        /// The other members the same recovery replaces (rebuilt by their own repairs,
+        /// before or after this one): helpers accept their new holders in `participants`
+        /// where their shares still name the lost members. Empty for one lost member.
+        also_replaced: Vec<Replacement>,
         helpers: Vec<NodeTag>,
         /// The key's exportable bit: helpers refuse a repair that announces another one
         /// than their shares hold, so the rebuilt share carries the real bit.
@@ -283,6 +303,26 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, FrameErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_rebuilt_at_once_leave_t_helpers_and_stay_below_t() {
+        // (threshold, members) → most members one recovery may rebuild.
+        for (t, n, max) in [
+            (2, 2, 0),
+            (2, 3, 1),
+            (2, 4, 1),
+            (3, 3, 0),
+            (3, 4, 1),
+            (3, 5, 2),
+            (4, 5, 1),
+            (5, 9, 4),
+            (5, 12, 4),
+        ] {
+            assert_eq!(max_lost_at_once(t, n), max, "{t}-of-{n}");
+            assert!(max < t && n - max >= t, "{t}-of-{n}");
+        }
+        assert_eq!(max_lost_at_once(0, 0), 0);
+    }
 
     #[test]
     fn frames_round_trip_and_garbage_is_refused() {

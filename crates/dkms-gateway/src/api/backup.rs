@@ -467,8 +467,7 @@ pub(super) async fn key_restore(
             instance_id.clone(),
             key.key_id.clone(),
             Some(Recovery {
-                lost,
-                newcomer,
+                replacements: vec![(lost, newcomer)],
                 rebuild: Rebuild::Restore {
                     generation: req.generation,
                     sealed,
