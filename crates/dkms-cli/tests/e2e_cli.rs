@@ -8,47 +8,29 @@ mod common;
 use common::*;
 use dkms_testkit::Stack;
 use dkms_testkit::dkms_client::{KeyInfo, SignInfo};
-use std::process::Command;
-
-fn dkms(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DKMS_URL", &stack.url)
-        .env("DKMS_TOKEN", &stack.token)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !stdout.contains(&stack.token) && !stderr.contains(&stack.token),
-        "the CLI printed the token"
-    );
-    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    (out.status.success(), json, stderr)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_drives_every_endpoint() {
     let stack = Stack::start(BIN, 3).await.expect("stack");
 
-    let (ok, health, _) = dkms(&stack, &["health"]);
+    let (ok, health, _) = dkms_cli(&stack, &["health"]);
     assert!(ok);
     assert_eq!(health["connectedNodes"].as_array().unwrap().len(), 3);
 
-    let (ok, pods, _) = dkms(&stack, &["pod", "list"]);
+    let (ok, pods, _) = dkms_cli(&stack, &["pod", "list"]);
     assert!(ok);
     assert_eq!(pods.as_array().unwrap().len(), 3);
 
-    let (ok, tag, _) = dkms(&stack, &["pod", "create", "extra1"]);
+    let (ok, tag, _) = dkms_cli(&stack, &["pod", "create", "extra1"]);
     assert!(ok);
     assert_eq!(tag, "extra1");
-    let (ok, tok, _) = dkms(&stack, &["pod", "join-token", "extra1"]);
+    let (ok, tok, _) = dkms_cli(&stack, &["pod", "join-token", "extra1"]);
     assert!(ok);
     assert!(tok["joinToken"].as_str().unwrap().starts_with("dkms_"));
-    let (ok, _, err) = dkms(&stack, &["pod", "create", "extra1"]);
+    let (ok, _, err) = dkms_cli(&stack, &["pod", "create", "extra1"]);
     assert!(!ok && err.contains("CONFLICT"), "{err}");
 
-    let (ok, key, err) = dkms(
+    let (ok, key, err) = dkms_cli(
         &stack,
         &[
             "key",
@@ -63,26 +45,26 @@ async fn the_cli_drives_every_endpoint() {
     assert!(ok, "{err}");
     let key: KeyInfo = serde_json::from_value(key).unwrap();
     assert_eq!(key.status, "FINISHED");
-    let (ok, got, _) = dkms(&stack, &["key", "get", &key.key_id]);
+    let (ok, got, _) = dkms_cli(&stack, &["key", "get", &key.key_id]);
     assert!(ok);
     assert_eq!(got["publicKey"], serde_json::json!(key.public_key));
 
     let d = digest("cli");
-    let (ok, sig, err) = dkms(&stack, &["sign", &key.key_id, &hex::encode(d)]);
+    let (ok, sig, err) = dkms_cli(&stack, &["sign", &key.key_id, &hex::encode(d)]);
     assert!(ok, "{err}");
     let sig: SignInfo = serde_json::from_value(sig).unwrap();
     verify_independently(&key, &d, &sig);
 
-    let (ok, started, _) = dkms(&stack, &["sign", &key.key_id, &hex::encode(d), "--no-wait"]);
+    let (ok, started, _) = dkms_cli(&stack, &["sign", &key.key_id, &hex::encode(d), "--no-wait"]);
     assert!(ok);
     let id = started["instanceId"].as_str().unwrap().to_string();
-    let (ok, waited, _) = dkms(&stack, &["wait", "sign", &id]);
+    let (ok, waited, _) = dkms_cli(&stack, &["wait", "sign", &id]);
     assert!(ok);
     let waited: SignInfo = serde_json::from_value(waited).unwrap();
     verify_independently(&key, &d, &waited);
 
     // Lifecycle commands.
-    let (ok, upd, err) = dkms(
+    let (ok, upd, err) = dkms_cli(
         &stack,
         &[
             "key",
@@ -96,26 +78,26 @@ async fn the_cli_drives_every_endpoint() {
     );
     assert!(ok, "{err}");
     assert_eq!(upd["labels"]["env"], "test");
-    let (ok, list, _) = dkms(&stack, &["key", "list", "--label", "env=test"]);
+    let (ok, list, _) = dkms_cli(&stack, &["key", "list", "--label", "env=test"]);
     assert!(ok);
     assert_eq!(list["keys"][0]["keyId"], key.key_id.as_str());
-    let (ok, dis, _) = dkms(&stack, &["key", "disable", &key.key_id]);
+    let (ok, dis, _) = dkms_cli(&stack, &["key", "disable", &key.key_id]);
     assert!(ok && dis["state"] == "DISABLED");
-    let (ok, _, err) = dkms(&stack, &["sign", &key.key_id, &hex::encode(d)]);
+    let (ok, _, err) = dkms_cli(&stack, &["sign", &key.key_id, &hex::encode(d)]);
     assert!(!ok && err.contains("KEY_DISABLED"), "{err}");
-    let (ok, sched, _) = dkms(
+    let (ok, sched, _) = dkms_cli(
         &stack,
         &["key", "schedule-deletion", &key.key_id, "--days", "7"],
     );
     assert!(ok && sched["state"] == "PENDING_DELETION", "{sched}");
-    let (ok, back, _) = dkms(&stack, &["key", "cancel-deletion", &key.key_id]);
+    let (ok, back, _) = dkms_cli(&stack, &["key", "cancel-deletion", &key.key_id]);
     assert!(ok && back["state"] == "DISABLED");
-    let (ok, en, _) = dkms(&stack, &["key", "enable", &key.key_id]);
+    let (ok, en, _) = dkms_cli(&stack, &["key", "enable", &key.key_id]);
     assert!(ok && en["state"] == "ENABLED");
 
-    let (ok, _, err) = dkms(&stack, &["sign", &key.key_id, "abcd"]);
+    let (ok, _, err) = dkms_cli(&stack, &["sign", &key.key_id, "abcd"]);
     assert!(!ok && err.contains("INVALID_PARAMETER"), "{err}");
-    let (ok, _, err) = dkms(
+    let (ok, _, err) = dkms_cli(
         &stack,
         &["key", "get", "00000000-0000-4000-8000-000000000000"],
     );

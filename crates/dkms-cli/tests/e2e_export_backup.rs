@@ -17,23 +17,8 @@ use std::time::Duration;
 
 const T3: [&str; 3] = ["node1", "node2", "node3"];
 
-/// Runs `dkms <args>` against the stack; (success, stdout, stderr).
-fn cli(stack: &Stack, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DKMS_URL", &stack.url)
-        .env("DKMS_TOKEN", &stack.token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 fn cli_ok(stack: &Stack, args: &[&str]) -> serde_json::Value {
-    let (ok, out, err) = cli(stack, args);
+    let (ok, out, err) = run_cli(stack, args);
     assert!(ok, "dkms {args:?} failed:\n{out}\n{err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -159,7 +144,7 @@ async fn an_exportable_key_comes_out_whole_and_a_non_exportable_one_never_does()
     }
 
     // Never overwrites a file.
-    let (ok, _, err) = cli(
+    let (ok, _, err) = run_cli(
         &stack,
         &["key", "export", &key.key_id, "--out", p(&pem_path)],
     );
@@ -174,7 +159,7 @@ async fn an_exportable_key_comes_out_whole_and_a_non_exportable_one_never_does()
     assert_eq!(e.code(), Some("POLICY_DENIED"), "{e}");
     assert!(e.to_string().contains("key-not-exportable"), "{e}");
     let locked_path = dir.join("locked.pem");
-    let (ok, _, err) = cli(
+    let (ok, _, err) = run_cli(
         &stack,
         &["key", "export", &locked.key_id, "--out", p(&locked_path)],
     );
@@ -325,7 +310,7 @@ async fn a_wiped_node_is_restored_from_its_custodians_backup_and_signs_again() {
     // The custodian of node3's share (carol) works offline; wrong inputs are refused.
     let blob = dir.join("blob.json");
     let restore = |custodian: &Path, member: &str, out: &Path| {
-        cli(
+        run_cli(
             &stack,
             &[
                 "backup",
@@ -387,7 +372,7 @@ async fn a_wiped_node_is_restored_from_its_custodians_backup_and_signs_again() {
     assert_eq!(c.get_key(&key_id).await.unwrap().generation, 0);
 
     // The restore: node3 gets its share back, every share is refreshed.
-    let (ok, out, err) = cli(&stack, &["key", "restore", "--blob", p(&blob)]);
+    let (ok, out, err) = run_cli(&stack, &["key", "restore", "--blob", p(&blob)]);
     assert!(ok, "{out}\n{err}");
     let task: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(task["kind"], "RESTORE");

@@ -14,21 +14,6 @@ use dkms_testkit::dkms_client::{
     ClientError, KeyGenRequest, KeyInfo, KeyParams, Method, NodeGroupRequest, RawBody,
 };
 use serde_json::{Value, json};
-use std::process::Command;
-
-/// Runs the `dkms` CLI against the stack: (success, stdout as JSON, stderr).
-fn dkms(stack: &Stack, args: &[&str]) -> (bool, Value, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DKMS_URL", &stack.url)
-        .env("DKMS_TOKEN", &stack.token)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (out.status.success(), json, stderr)
-}
 
 fn by_group(group: &str) -> KeyGenRequest {
     KeyGenRequest {
@@ -59,7 +44,7 @@ async fn keys_made_from_a_group_span_its_regions() {
         ("node2", "eu-west"),
         ("node3", "us-east"),
     ] {
-        let (ok, pod, err) = dkms(&stack, &["pod", "set-region", tag, region]);
+        let (ok, pod, err) = dkms_cli(&stack, &["pod", "set-region", tag, region]);
         assert!(ok, "{err}");
         assert_eq!(pod["region"], region);
     }
@@ -78,7 +63,7 @@ async fn keys_made_from_a_group_span_its_regions() {
     );
 
     // A 2-of-3 group whose shares must span two regions.
-    let (ok, group, err) = dkms(
+    let (ok, group, err) = dkms_cli(
         &stack,
         &[
             "group",
@@ -105,12 +90,12 @@ async fn keys_made_from_a_group_span_its_regions() {
         (&json!(2), &json!(3), &json!(2))
     );
     assert_eq!(group["regions"], json!(["eu-west", "us-east"]));
-    let (ok, listed, _) = dkms(&stack, &["group", "list"]);
+    let (ok, listed, _) = dkms_cli(&stack, &["group", "list"]);
     assert!(ok);
     assert_eq!(listed.as_array().unwrap().len(), 1);
 
     // A key made by naming the group: the group's members, threshold and name.
-    let (ok, key, err) = dkms(
+    let (ok, key, err) = dkms_cli(
         &stack,
         &[
             "key",
@@ -152,7 +137,7 @@ async fn keys_made_from_a_group_span_its_regions() {
     assert_eq!(plain.node_group, None);
 
     // Listing by group: the two group keys, newest first, and not the other one.
-    let (ok, page, err) = dkms(&stack, &["key", "list", "--group", "treasury"]);
+    let (ok, page, err) = dkms_cli(&stack, &["key", "list", "--group", "treasury"]);
     assert!(ok, "{err}");
     let ids: Vec<&str> = page["keys"]
         .as_array()
@@ -198,7 +183,7 @@ async fn keys_made_from_a_group_span_its_regions() {
         "{msg}"
     );
     assert!(msg.contains("node3=eu-west"), "{msg}");
-    let (ok, _, err) = dkms(&stack, &["key", "gen", "--group", "treasury"]);
+    let (ok, _, err) = dkms_cli(&stack, &["key", "gen", "--group", "treasury"]);
     assert!(!ok && err.contains("INVALID_PARAMETER"), "{err}");
     assert_eq!(
         c.list_keys(&[("nodeGroup", "treasury")])
@@ -215,7 +200,7 @@ async fn keys_made_from_a_group_span_its_regions() {
     verify_independently(&key, &d, &sig);
 
     // The group cannot be deleted while its keys are in use.
-    let (ok, _, err) = dkms(&stack, &["group", "delete", "treasury"]);
+    let (ok, _, err) = dkms_cli(&stack, &["group", "delete", "treasury"]);
     assert!(!ok && err.contains("CONFLICT"), "{err}");
     let e = c.delete_group("treasury").await.unwrap_err();
     let (code, msg) = api_code(&e);
@@ -256,7 +241,7 @@ async fn keys_made_from_a_group_span_its_regions() {
     })
     .await
     .unwrap();
-    let (ok, out, err) = dkms(&stack, &["group", "delete", "spare"]);
+    let (ok, out, err) = dkms_cli(&stack, &["group", "delete", "spare"]);
     assert!(ok, "{err}");
     assert_eq!(out["name"], "spare");
     let e = c.get_group("spare").await.unwrap_err();

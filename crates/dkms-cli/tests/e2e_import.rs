@@ -167,28 +167,22 @@ async fn signs_under(stack: &Stack, key: &KeyInfo, label: &str) {
 }
 
 fn cli_import(stack: &Stack, file: &Path, password: Option<&str>) -> (bool, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["key", "import", "--file"])
-        .arg(file)
-        .args([
-            "--participants",
-            "node1,node2,node3",
-            "--threshold",
-            "2",
-            "--wait",
-        ])
-        .env("DKMS_URL", &stack.url)
-        .env("DKMS_TOKEN", &stack.token)
-        .env_remove("DKMS_KEY_PASSWORD");
-    if let Some(p) = password {
-        cmd.env("DKMS_KEY_PASSWORD", p);
+    let file = file.to_str().unwrap();
+    let args = [
+        "key",
+        "import",
+        "--file",
+        file,
+        "--participants",
+        "node1,node2,node3",
+        "--threshold",
+        "2",
+        "--wait",
+    ];
+    match password {
+        Some(pw) => run_cli_env(stack, &args, &[("DKMS_KEY_PASSWORD", pw)]),
+        None => run_cli(stack, &args),
     }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,23 +118,6 @@ async fn sign_and_check(stack: &Stack, key: &KeyInfo, label: &str) {
     verify_p256(key, &d, &sig, stack.dir.path());
 }
 
-fn cli(stack: &Stack, args: &[&str], password: Option<&str>) -> (bool, String, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("DKMS_URL", &stack.url)
-        .env("DKMS_TOKEN", &stack.token)
-        .env_remove("DKMS_KEY_PASSWORD");
-    if let Some(pw) = password {
-        cmd.env("DKMS_KEY_PASSWORD", pw);
-    }
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p256_keys_generate_sign_refresh_and_export_and_refuse_what_only_k1_has() {
     let stack = Stack::start(BIN, 3).await.expect("stack");
@@ -229,7 +212,7 @@ async fn p256_keys_generate_sign_refresh_and_export_and_refuse_what_only_k1_has(
 
     // Break-glass export: the whole key comes out, and OpenSSL derives the same point.
     let out = dir.join("p256.pem");
-    let (ok, stdout, stderr) = cli(&stack, &["key", "export", &id, "--out", p(&out)], None);
+    let (ok, stdout, stderr) = run_cli(&stack, &["key", "export", &id, "--out", p(&out)]);
     assert!(ok, "{stdout}\n{stderr}");
     let derived_pub = dir.join("p256-derived.pub.pem");
     openssl(&["ec", "-in", p(&out), "-pubout", "-out", p(&derived_pub)]);
@@ -314,7 +297,7 @@ async fn p256_keys_made_by_openssl_import_through_the_gateway_and_the_cli() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("INVALID_PARAMETER"), "{e}");
-    let (ok, _, stderr) = cli(
+    let (ok, _, stderr) = run_cli(
         &stack,
         &[
             "key",
@@ -327,7 +310,6 @@ async fn p256_keys_made_by_openssl_import_through_the_gateway_and_the_cli() {
             "2",
             "--wait",
         ],
-        None,
     );
     assert!(!ok, "a P-256 file imported as the default ECDSA_K1");
     assert!(stderr.contains("P-256"), "{stderr}");
@@ -349,7 +331,7 @@ async fn p256_keys_made_by_openssl_import_through_the_gateway_and_the_cli() {
     sign_and_check(&stack, &key, "p256 server import").await;
 
     // Through the CLI (it splits locally; the gateway sees sealed shares only).
-    let (ok, stdout, stderr) = cli(
+    let (ok, stdout, stderr) = run_cli_env(
         &stack,
         &[
             "key",
@@ -364,7 +346,7 @@ async fn p256_keys_made_by_openssl_import_through_the_gateway_and_the_cli() {
             "2",
             "--wait",
         ],
-        Some("correct horse"),
+        &[("DKMS_KEY_PASSWORD", "correct horse")],
     );
     assert!(ok, "{stdout}\n{stderr}");
     let key: KeyInfo = serde_json::from_str(&stdout).unwrap();

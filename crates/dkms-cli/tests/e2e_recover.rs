@@ -162,20 +162,6 @@ async fn another_node_takes_a_lost_members_place_and_bad_requests_change_nothing
     sign_with(&stack, &id, "node4 signs in node1's place", "node4").await;
 }
 
-/// Runs the `dkms` CLI against the stack; (success, stdout as JSON, stderr).
-fn dkms_cli(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value, String) {
-    let out = std::process::Command::new(BIN)
-        .args(args)
-        .env("DKMS_URL", &stack.url)
-        .env("DKMS_TOKEN", &stack.token)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    (out.status.success(), json, stderr)
-}
-
 /// Two members of a 3-of-5 key lose their data at once: one machine comes back empty
 /// under its tag, the other is gone and a new node takes its place. One `key recover`
 /// with both rebuilds them; the two rebuilt members then sign together with one

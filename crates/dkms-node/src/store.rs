@@ -926,154 +926,51 @@ mod tests {
         );
     }
 
+    /// Whether the store lets this node help a repair replacing `tags` of key `key`.
+    fn allowed(store: &NodeStore, key: u8, generation: u32, tags: &[&str], limit: usize) -> bool {
+        store
+            .record_repair_help(&id(key), generation, tags, limit)
+            .unwrap()
+            .allowed()
+    }
+
     #[test]
     fn a_helper_repairs_at_most_the_limit_of_members_per_generation() {
         let dir = tempfile::tempdir().unwrap();
         let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
         // Limit 1 (a 2-of-3 key): one member per generation, as before.
-        assert!(
-            store
-                .record_repair_help(&id(1), 0, &["c"], 1)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(1), 0, &["c"], 1)
-                .unwrap()
-                .allowed(),
-            "a retry"
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(1), 0, &["b"], 1)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(2), 0, &["b"], 1)
-                .unwrap()
-                .allowed(),
-            "another key"
-        );
-        assert!(
-            store
-                .record_repair_help(&id(1), 1, &["b"], 1)
-                .unwrap()
-                .allowed(),
-            "next generation"
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(1), 1, &["c"], 1)
-                .unwrap()
-                .allowed()
-        );
+        assert!(allowed(&store, 1, 0, &["c"], 1));
+        assert!(allowed(&store, 1, 0, &["c"], 1), "a retry");
+        assert!(!allowed(&store, 1, 0, &["b"], 1));
+        assert!(allowed(&store, 2, 0, &["b"], 1), "another key");
+        assert!(allowed(&store, 1, 1, &["b"], 1), "next generation");
+        assert!(!allowed(&store, 1, 1, &["c"], 1));
 
         // Limit 2 (a 3-of-5 key): two members pass, in any order and with retries; a
         // third is refused, and the refusal records nothing.
-        assert!(
-            store
-                .record_repair_help(&id(3), 4, &["n4"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(3), 4, &["n5"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(3), 4, &["n4"], 2)
-                .unwrap()
-                .allowed(),
-            "a retry"
-        );
-        assert!(
-            store
-                .record_repair_help(&id(3), 4, &["n5"], 2)
-                .unwrap()
-                .allowed(),
-            "a retry"
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(3), 4, &["n1"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(3), 4, &["n1"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(3), 4, &["n5"], 2)
-                .unwrap()
-                .allowed()
-        );
+        assert!(allowed(&store, 3, 4, &["n4"], 2));
+        assert!(allowed(&store, 3, 4, &["n5"], 2));
+        assert!(allowed(&store, 3, 4, &["n4"], 2), "a retry");
+        assert!(allowed(&store, 3, 4, &["n5"], 2), "a retry");
+        assert!(!allowed(&store, 3, 4, &["n1"], 2));
+        assert!(!allowed(&store, 3, 4, &["n1"], 2));
+        assert!(allowed(&store, 3, 4, &["n5"], 2));
         // Limit 4 (5-of-9): four pass, the fifth is refused.
         for (i, tag) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            assert!(
-                store
-                    .record_repair_help(&id(4), 0, &[tag], 4)
-                    .unwrap()
-                    .allowed(),
-                "{i}"
-            );
+            assert!(allowed(&store, 4, 0, &[tag], 4), "{i}");
         }
-        assert!(
-            !store
-                .record_repair_help(&id(4), 0, &["e"], 4)
-                .unwrap()
-                .allowed()
-        );
+        assert!(!allowed(&store, 4, 0, &["e"], 4));
         // A key that cannot spare a member (t = n) allows none; a tag with the
         // separator is never recorded.
-        assert!(
-            !store
-                .record_repair_help(&id(5), 0, &["a"], 0)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(5), 0, &["a,b"], 3)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(5), 0, &[""], 3)
-                .unwrap()
-                .allowed()
-        );
+        assert!(!allowed(&store, 5, 0, &["a"], 0));
+        assert!(!allowed(&store, 5, 0, &["a,b"], 3));
+        assert!(!allowed(&store, 5, 0, &[""], 3));
         // A repair that replaces several members counts all of them (they are the
         // recovery's, whichever this one rebuilds): two of a 3-of-5 key pass together,
         // again and one by one; a recovery naming another member is refused.
-        assert!(
-            store
-                .record_repair_help(&id(6), 2, &["n4", "n5"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(6), 2, &["n5", "n4"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(6), 2, &["n5"], 2)
-                .unwrap()
-                .allowed()
-        );
+        assert!(allowed(&store, 6, 2, &["n4", "n5"], 2));
+        assert!(allowed(&store, 6, 2, &["n5", "n4"], 2));
+        assert!(allowed(&store, 6, 2, &["n5"], 2));
         assert_eq!(
             store
                 .record_repair_help(&id(6), 2, &["n4", "n1"], 2)
@@ -1083,34 +980,16 @@ mod tests {
             },
             "the refusal names the members recorded before"
         );
+        assert!(!allowed(&store, 7, 0, &["a", "b", "c"], 2));
         assert!(
-            !store
-                .record_repair_help(&id(7), 0, &["a", "b", "c"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(7), 0, &["a", "b"], 2)
-                .unwrap()
-                .allowed(),
+            allowed(&store, 7, 0, &["a", "b"], 2),
             "nothing was recorded"
         );
         // The set survives reopening the store.
         drop(store);
         let store = NodeStore::open(&dir.path().join("db"), sealer(&dir, "k")).unwrap();
-        assert!(
-            store
-                .record_repair_help(&id(3), 4, &["n4"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(3), 4, &["n2"], 2)
-                .unwrap()
-                .allowed()
-        );
+        assert!(allowed(&store, 3, 4, &["n4"], 2));
+        assert!(!allowed(&store, 3, 4, &["n2"], 2));
     }
 
     #[test]
@@ -1125,30 +1004,10 @@ mod tests {
             .insert(id(1).as_bytes(), old)
             .unwrap();
         txn.commit().unwrap();
-        assert!(
-            store
-                .record_repair_help(&id(1), 7, &["node3"], 1)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(1), 7, &["node2"], 1)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            store
-                .record_repair_help(&id(1), 7, &["node2"], 2)
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            !store
-                .record_repair_help(&id(1), 7, &["node1"], 2)
-                .unwrap()
-                .allowed()
-        );
+        assert!(allowed(&store, 1, 7, &["node3"], 1));
+        assert!(!allowed(&store, 1, 7, &["node2"], 1));
+        assert!(allowed(&store, 1, 7, &["node2"], 2));
+        assert!(!allowed(&store, 1, 7, &["node1"], 2));
         let txn = store.db.begin_read().unwrap();
         let table = txn.open_table(REPAIRS).unwrap();
         assert_eq!(

@@ -4,9 +4,11 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use dkms_testkit::Stack;
 use dkms_testkit::dkms_client::{KeyGenRequest, KeyInfo, KeyParams, SignInfo};
 use k256::pkcs8::DecodePublicKey;
 use sha3::{Digest, Keccak256};
+use std::process::Command;
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dkms");
@@ -82,3 +84,37 @@ pub fn verify_independently(key: &KeyInfo, digest: &[u8; 32], sig: &SignInfo) {
 }
 
 pub const WAIT: Duration = Duration::from_secs(240);
+
+/// Runs the `dkms` CLI against `stack` with extra environment variables (a key password,
+/// say): (success, stdout, stderr). A key password from the caller's own environment is
+/// never inherited, and the stack's token must not show in the output.
+pub fn run_cli_env(stack: &Stack, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("DKMS_URL", &stack.url)
+        .env("DKMS_TOKEN", &stack.token)
+        .env_remove("DKMS_KEY_PASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !stdout.contains(&stack.token) && !stderr.contains(&stack.token),
+        "the CLI printed the token"
+    );
+    (out.status.success(), stdout, stderr)
+}
+
+/// [`run_cli_env`] with no extra variables.
+pub fn run_cli(stack: &Stack, args: &[&str]) -> (bool, String, String) {
+    run_cli_env(stack, args, &[])
+}
+
+/// [`run_cli`] with stdout parsed as JSON (`Null` when it is not JSON).
+pub fn dkms_cli(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let (ok, stdout, stderr) = run_cli(stack, args);
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (ok, json, stderr)
+}
