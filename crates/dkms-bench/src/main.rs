@@ -337,23 +337,32 @@ async fn e2e_refresh(c: &Client, key_id: &str) -> Result<Duration> {
 
 /// A recovery of `key_id`'s member `lost` onto a node created for it (dev mode starts it),
 /// timed from the request to the commit.
-async fn e2e_recover(c: &Client, key_id: &str, lost: &str, newcomer: &str) -> Result<Duration> {
-    c.create_pod(newcomer).await?;
+/// Creates a node in dev mode (which starts it) and waits until it is connected.
+async fn add_node(c: &Client, tag: &str) -> Result<()> {
+    c.create_pod(tag).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !c
-        .health()
-        .await?
-        .connected_nodes
-        .iter()
-        .any(|n| n == newcomer)
-    {
+    while !c.health().await?.connected_nodes.iter().any(|n| n == tag) {
         if Instant::now() > deadline {
-            bail!("{newcomer} did not connect");
+            bail!("{tag} did not connect");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
+}
+
+/// One `key/recover` of `lost` onto `newcomers` (nodes created for it), from the request
+/// to the committed generation.
+async fn e2e_recover(
+    c: &Client,
+    key_id: &str,
+    lost: &[&str],
+    newcomers: &[&str],
+) -> Result<Duration> {
+    for n in newcomers {
+        add_node(c, n).await?;
+    }
     let start = Instant::now();
-    let t = c.recover_key(key_id, lost, Some(newcomer)).await?;
+    let t = c.recover_keys(key_id, lost, Some(newcomers)).await?;
     let task = c
         .wait_task(&t.instance_id, Duration::from_secs(300))
         .await?;
@@ -472,8 +481,35 @@ async fn main() -> Result<()> {
     let mut lost = "node1".to_owned();
     for i in 0..args.keygens.max(1) {
         let newcomer = format!("bench-node{}", i + 4);
-        recoveries.push(e2e_recover(c, &key23, &lost, &newcomer).await?);
+        recoveries.push(e2e_recover(c, &key23, &[&lost], &[&newcomer]).await?);
         lost = newcomer;
+    }
+    // Two members of a 3-of-5 key at once, each onto a node created for it.
+    let mut recoveries35 = Vec::new();
+    for i in 0..args.keygens.max(1) {
+        let (a, b) = (format!("bench-a{i}"), format!("bench-b{i}"));
+        add_node(c, &a).await?;
+        add_node(c, &b).await?;
+        let (key35, _) = e2e_keygen(c, &["node1", "node2", "node3", &a, &b], 3).await?;
+        let (na, nb) = (format!("bench-c{i}"), format!("bench-d{i}"));
+        recoveries35.push(e2e_recover(c, &key35, &[&a, &b], &[&na, &nb]).await?);
+    }
+    let mut kg23_p256 = Vec::new();
+    for _ in 0..args.keygens.max(1) {
+        let start = Instant::now();
+        let req = KeyGenRequest {
+            key_params: KeyParams {
+                key_type: "ECDSA_R1".into(),
+                length: None,
+            },
+            ..keygen_request(&["node1", "node2", "node3"], 2)
+        };
+        let id = c.generate_key(&req).await?;
+        let k = c.wait_key(&id, Duration::from_secs(300)).await?;
+        if k.status != "FINISHED" {
+            bail!("P-256 keygen ended {}: {:?}", k.status, k.error_message);
+        }
+        kg23_p256.push(start.elapsed());
     }
     let window = Duration::from_secs(args.seconds);
     // Warm up connections and caches.
@@ -525,6 +561,11 @@ async fn main() -> Result<()> {
         recoveries.len(),
         ms(avg(&recoveries))
     );
+    println!(
+        "| end-to-end recovery of two members of a 3-of-5 key at once: 2 repairs + refresh (mean of {}) | | {} |",
+        recoveries35.len(),
+        ms(avg(&recoveries35))
+    );
     println!();
     println!(
         "| end-to-end 2-of-3 signing | signatures | p50 | p99 | throughput | e2e / raw throughput ({raw_rate:.1}/s) |"
@@ -556,6 +597,12 @@ async fn main() -> Result<()> {
     println!(
         "| sign throughput, all cores | {:.1}/s | {:.1}/s |",
         raw23.sign_throughput, raw23_p256.sign_throughput
+    );
+    println!(
+        "| end-to-end keygen latency (mean of {}) | {} | {} |",
+        kg23_p256.len(),
+        ms(avg(&kg23)),
+        ms(avg(&kg23_p256))
     );
     Ok(())
 }
