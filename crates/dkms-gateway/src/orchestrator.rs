@@ -212,8 +212,7 @@ async fn run_key_task(
     let participants = tags(&key.participants)?;
     require_connected(state, &participants, "the key")?;
     let peers = peers_of(state, &participants).await?;
-    let key_uuid = uuid::Uuid::parse_str(key_id)
-        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    let session_key = SessionKey::of(&key)?;
     state
         .store
         .start_key(key_id, state.clock.now_ms())
@@ -230,7 +229,7 @@ async fn run_key_task(
             };
             let outcomes = run_session(
                 state,
-                key_uuid,
+                session_key,
                 operation,
                 &participants,
                 state.config.keygen_timeout,
@@ -239,8 +238,14 @@ async fn run_key_task(
             (outcomes, None)
         }
         Some(source) => {
-            let (public_key, sealed) =
-                seal_import(source, key_uuid, key.threshold, key.exportable, &peers).await?;
+            let (public_key, sealed) = seal_import(
+                source,
+                session_key.id,
+                key.threshold,
+                key.exportable,
+                &peers,
+            )
+            .await?;
             let operations = sealed
                 .into_iter()
                 .map(|(tag, sealed_share)| {
@@ -256,7 +261,8 @@ async fn run_key_task(
                 })
                 .collect();
             let outcomes =
-                run_session_each(state, key_uuid, operations, state.config.keygen_timeout).await?;
+                run_session_each(state, session_key, operations, state.config.keygen_timeout)
+                    .await?;
             (outcomes, Some(public_key))
         }
     };
@@ -586,11 +592,10 @@ async fn delete_shares(state: &AppState, key: &dkms_store::KeyRow) -> Result<(),
     }
     let participants = tags(&key.participants)?;
     require_connected(state, &participants, "destroying the shares")?;
-    let key_uuid = uuid::Uuid::parse_str(&key.key_id)
-        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    let session_key = SessionKey::of(key)?;
     let outcomes = run_session(
         state,
-        key_uuid,
+        session_key,
         Operation::Delete,
         &participants,
         state.config.sign_timeout,
@@ -709,7 +714,7 @@ struct KeyTaskStart<'a> {
     _running: tokio::sync::SemaphorePermit<'a>,
     key: dkms_store::KeyRow,
     participants: Vec<NodeTag>,
-    key_uuid: uuid::Uuid,
+    session_key: SessionKey,
 }
 
 async fn start_key_task<'a>(
@@ -736,13 +741,12 @@ async fn start_key_task<'a>(
         .map_err(internal)?
         .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotFound, "the key no longer exists"))?;
     let participants = tags(&key.participants)?;
-    let key_uuid = uuid::Uuid::parse_str(key_id)
-        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    let session_key = SessionKey::of(&key)?;
     Ok(KeyTaskStart {
         _running: running,
         key,
         participants,
-        key_uuid,
+        session_key,
     })
 }
 
@@ -764,7 +768,7 @@ async fn run_maintenance(
         _running,
         key,
         participants,
-        key_uuid,
+        session_key,
     } = start_key_task(state, instance_id, key_id).await?;
     let expected = key
         .public_key
@@ -777,13 +781,13 @@ async fn run_maintenance(
             require_connected(state, &participants, "a refresh")?;
             (participants, Vec::new())
         }
-        Some(r) => repair(state, &key, key_uuid, &participants, &expected, r).await?,
+        Some(r) => repair(state, &key, session_key, &participants, &expected, r).await?,
     };
     let recovered = !replacements.is_empty();
     let target = key.generation + 1;
     let outcomes = run_session(
         state,
-        key_uuid,
+        session_key,
         Operation::Refresh {
             generation: target,
             replacements,
@@ -828,7 +832,7 @@ async fn run_maintenance(
     // Best effort: a node that misses this promotes its staged share at its next signing.
     if let Err(f) = run_session(
         state,
-        key_uuid,
+        session_key,
         Operation::Promote { generation: target },
         &members,
         state.config.sign_timeout,
@@ -848,7 +852,7 @@ async fn run_maintenance(
 async fn repair(
     state: &AppState,
     key: &dkms_store::KeyRow,
-    key_uuid: uuid::Uuid,
+    session_key: SessionKey,
     participants: &[NodeTag],
     public_key: &[u8],
     recovery: Recovery,
@@ -914,7 +918,7 @@ async fn repair(
         let newcomer = replacement.member.tag.clone();
         let outcomes = run_session(
             state,
-            key_uuid,
+            session_key,
             Operation::Restore {
                 generation,
                 threshold: key.threshold,
@@ -982,7 +986,7 @@ async fn repair(
         parties.push(newcomer.clone());
         let outcomes = run_session(
             state,
-            key_uuid,
+            session_key,
             Operation::Repair {
                 generation: key.generation,
                 threshold: key.threshold,
@@ -1169,8 +1173,7 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
             .map_err(|e| TaskFailure::new(ErrorCode::InvalidParameter, e))?
             .0
     };
-    let key_uuid = uuid::Uuid::parse_str(&key.key_id)
-        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?;
+    let session_key = SessionKey::of(&key)?;
     let participants = tags(&key.participants)?;
     let t = usize::from(key.threshold);
 
@@ -1225,7 +1228,7 @@ async fn run_sign(state: &AppState, instance_id: &str) -> Result<String, TaskFai
         };
         match run_session(
             state,
-            key_uuid,
+            session_key,
             operation,
             &signers,
             state.config.sign_timeout,
@@ -1310,7 +1313,7 @@ fn check_signatures(
 /// the names of the parties that failed, left or did not answer in time.
 async fn run_session(
     state: &AppState,
-    key_id: uuid::Uuid,
+    target: SessionKey,
     operation: Operation,
     parties: &[NodeTag],
     timeout: Duration,
@@ -1319,29 +1322,36 @@ async fn run_session(
         .iter()
         .map(|p| (p.clone(), operation.clone()))
         .collect::<Vec<_>>();
-    run_session_each(state, key_id, per_party, timeout).await
+    run_session_each(state, target, per_party, timeout).await
 }
 
-/// The scheme of a key's sessions, from its type. The key row exists before any session
-/// of the key starts (keygen and import insert it first).
-async fn session_scheme(state: &AppState, key_id: uuid::Uuid) -> Result<Scheme, TaskFailure> {
-    let key = state
-        .store
-        .get_key(&key_id.to_string())
-        .await
-        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.to_string()))?
-        .ok_or_else(|| TaskFailure::new(ErrorCode::KeyNotFound, "the key no longer exists"))?;
-    key.key_type
-        .parse::<dkms_proto::KeyType>()
-        .map(dkms_proto::KeyType::scheme)
-        .map_err(|e| TaskFailure::new(ErrorCode::Internal, e.0))
+/// The key a protocol session is for, as every node is told: its id and the scheme its
+/// type runs on, both from the key row the caller holds.
+#[derive(Debug, Clone, Copy)]
+struct SessionKey {
+    id: uuid::Uuid,
+    scheme: Scheme,
+}
+
+impl SessionKey {
+    fn of(key: &dkms_store::KeyRow) -> Result<SessionKey, TaskFailure> {
+        let corrupt = |e: String| TaskFailure::new(ErrorCode::Internal, e);
+        Ok(SessionKey {
+            id: uuid::Uuid::parse_str(&key.key_id).map_err(|e| corrupt(e.to_string()))?,
+            scheme: key
+                .key_type
+                .parse::<dkms_proto::KeyType>()
+                .map(dkms_proto::KeyType::scheme)
+                .map_err(|e| corrupt(e.0))?,
+        })
+    }
 }
 
 /// As [`run_session`], with an operation per party (an import sends each node its own
 /// sealed share).
 async fn run_session_each(
     state: &AppState,
-    key_id: uuid::Uuid,
+    target: SessionKey,
     operations: Vec<(NodeTag, Operation)>,
     timeout: Duration,
 ) -> Result<Vec<(NodeTag, Outcome)>, TaskFailure> {
@@ -1349,12 +1359,11 @@ async fn run_session_each(
     let parties = parties.as_slice();
     let mut handle = state.hub.open_session(parties);
     let nonce = nonce()?;
-    let scheme = session_scheme(state, key_id).await?;
     for (p, operation) in operations {
         let start = SessionStart {
             session: handle.session,
-            key_id,
-            scheme,
+            key_id: target.id,
+            scheme: target.scheme,
             operation,
             nonce,
         };
@@ -1521,7 +1530,7 @@ async fn run_seal_task(
         _running,
         key,
         participants,
-        key_uuid,
+        session_key,
     } = start_key_task(state, instance_id, key_id).await?;
     let generation = key.generation;
     let operations: Vec<(NodeTag, Operation)> = match &task {
@@ -1581,7 +1590,8 @@ async fn run_seal_task(
                 .collect()
         }
     };
-    let outcomes = run_session_each(state, key_uuid, operations, state.config.sign_timeout).await?;
+    let outcomes =
+        run_session_each(state, session_key, operations, state.config.sign_timeout).await?;
     let mut sealed = BTreeMap::new();
     for (tag, outcome) in outcomes {
         match outcome {
