@@ -12,7 +12,6 @@ use common::*;
 use dkms_testkit::Stack;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 const T3: [&str; 3] = ["node1", "node2", "node3"];
@@ -64,16 +63,8 @@ async fn an_exportable_key_comes_out_whole_and_a_non_exportable_one_never_does()
 
     // An independent parser: openssl reads the private key and derives its public key,
     // which is the key's.
-    let openssl = Command::new("openssl")
-        .args(["ec", "-in", p(&pem_path), "-pubout"])
-        .output()
-        .unwrap();
-    assert!(
-        openssl.status.success(),
-        "{}",
-        String::from_utf8_lossy(&openssl.stderr)
-    );
-    let derived = spki_point(&String::from_utf8(openssl.stdout).unwrap());
+    let public = openssl(&["ec", "-in", p(&pem_path), "-pubout"]);
+    let derived = spki_point(&String::from_utf8(public).unwrap());
     assert_eq!(derived, spki_point(key.public_key.as_deref().unwrap()));
 
     // The exported key signs what the key's PEM verifies, and the key still signs too.
@@ -93,12 +84,15 @@ async fn an_exportable_key_comes_out_whole_and_a_non_exportable_one_never_does()
     // Imported keys carry the bit too, client-side (sealed into each share) and
     // server-side: what comes out is the very key that went in.
     let original = dir.join("original.pem");
-    let made = Command::new("openssl")
-        .args(["ecparam", "-name", "secp256k1", "-genkey", "-noout", "-out"])
-        .arg(&original)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    openssl(&[
+        "ecparam",
+        "-name",
+        "secp256k1",
+        "-genkey",
+        "-noout",
+        "-out",
+        p(&original),
+    ]);
     let imported = cli_ok(
         &stack,
         &[

@@ -12,20 +12,6 @@ use common::*;
 use dkms_testkit::Stack;
 use dkms_testkit::dkms_client::{KeyImportRequest, KeyInfo, KeyParams};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// One secp256k1 key in every accepted format, with its scalar and compressed public key.
 struct Fixture {

@@ -20,19 +20,6 @@ use std::process::Command;
 
 const T3: [&str; 3] = ["node1", "node2", "node3"];
 
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }

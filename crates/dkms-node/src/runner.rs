@@ -1141,6 +1141,50 @@ fn repair_helper_places(members: usize, replaced: &[usize], threshold: usize) ->
         .collect()
 }
 
+/// The members a recovery announces for after it (party order), and the position of
+/// `member`, the node that takes a lost member's place, among them.
+fn members_after(
+    participants: &[node::Peer],
+    member: &node::Peer,
+    what: &str,
+) -> Result<(Vec<ShareParticipant>, usize), Failure> {
+    let after: Vec<ShareParticipant> = participants
+        .iter()
+        .cloned()
+        .map(ShareParticipant::from)
+        .collect();
+    let position = after
+        .iter()
+        .position(|m| m.tag == member.tag && m.encryption_key == member.encryption_key)
+        .ok_or_else(|| {
+            Failure::bad(format!(
+                "the replacement is not among the members after the {what}"
+            ))
+        })?;
+    Ok((after, position))
+}
+
+/// A node that still holds a usable share of the key is not lost: it refuses to have a
+/// share rebuilt or restored onto it.
+async fn refuse_if_holding(
+    ctx: &Arc<NodeContext>,
+    key_id: uuid::Uuid,
+    what: &str,
+) -> Result<(), Failure> {
+    let store = ctx.store.clone();
+    let held = blocking(move || store.get_share(&key_id))
+        .await?
+        .map_err(|e| Failure::internal(e.to_string()))?;
+    if let Some(bytes) = held
+        && KeyShare::from_bytes(&bytes).is_ok_and(|s| !s.needs_refresh())
+    {
+        return Err(Failure::bad(format!(
+            "this node holds a usable share of key {key_id}; it has nothing to {what}"
+        )));
+    }
+    Ok(())
+}
+
 /// The parameters of a repair as the gateway sent them.
 struct RepairParams<'a> {
     generation: u32,
@@ -1162,16 +1206,7 @@ async fn prepare_repair(
 ) -> Result<(Roster, Box<dyn Session>), Failure> {
     let key_id = start.key_id;
     let newcomer = &p.replacement.member;
-    let after: Vec<ShareParticipant> = p
-        .participants
-        .iter()
-        .cloned()
-        .map(ShareParticipant::from)
-        .collect();
-    let lost_index = after
-        .iter()
-        .position(|m| m.tag == newcomer.tag && m.encryption_key == newcomer.encryption_key)
-        .ok_or_else(|| Failure::bad("the replacement is not among the members after the repair"))?;
+    let (after, lost_index) = members_after(p.participants, newcomer, "repair")?;
     let mut unique: Vec<&NodeTag> = after.iter().map(|m| &m.tag).collect();
     unique.sort();
     unique.dedup();
@@ -1291,18 +1326,7 @@ async fn prepare_repair(
                 "the gateway announced a different encryption key for this node",
             ));
         }
-        // A node that still holds a usable share is not lost: refuse to be "repaired".
-        let store = ctx.store.clone();
-        let held = blocking(move || store.get_share(&key_id))
-            .await?
-            .map_err(|e| Failure::internal(e.to_string()))?;
-        if let Some(bytes) = held
-            && KeyShare::from_bytes(&bytes).is_ok_and(|s| !s.needs_refresh())
-        {
-            return Err(Failure::bad(format!(
-                "this node holds a usable share of key {key_id}; it has nothing to recover"
-            )));
-        }
+        refuse_if_holding(ctx, key_id, "recover").await?;
         let session = dkms_mpc::repair_recipient(
             dkms_mpc::RepairPublic {
                 key_id,
@@ -1561,31 +1585,12 @@ async fn restore_share(
             "the restore names another node or encryption key than this node's",
         ));
     }
-    let after: Vec<ShareParticipant> = p
-        .participants
-        .iter()
-        .cloned()
-        .map(ShareParticipant::from)
-        .collect();
-    let position = after
-        .iter()
-        .position(|m| m.tag == me.tag && m.encryption_key == me.encryption_key)
-        .ok_or_else(|| Failure::bad("this node is not among the members after the restore"))?;
+    let (after, position) = members_after(p.participants, me, "restore")?;
     let public_key: [u8; 33] = p
         .public_key
         .try_into()
         .map_err(|_| Failure::bad("the key's public key is not 33 bytes"))?;
-    let store = ctx.store.clone();
-    let held = blocking(move || store.get_share(&key_id))
-        .await?
-        .map_err(|e| Failure::internal(e.to_string()))?;
-    if let Some(bytes) = held
-        && KeyShare::from_bytes(&bytes).is_ok_and(|s| !s.needs_refresh())
-    {
-        return Err(Failure::bad(format!(
-            "this node holds a usable share of key {key_id}; it has nothing to restore"
-        )));
-    }
+    refuse_if_holding(ctx, key_id, "restore").await?;
     let (ctx2, lost, generation, sealed) = (
         ctx.clone(),
         p.replacement.lost.clone(),

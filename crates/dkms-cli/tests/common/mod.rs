@@ -118,3 +118,18 @@ pub fn dkms_cli(stack: &Stack, args: &[&str]) -> (bool, serde_json::Value, Strin
     let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
     (ok, json, stderr)
 }
+
+/// Runs the `openssl` command line tool, an implementation independent of dkms; panics
+/// with its stderr if it fails. Returns its stdout.
+pub fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
